@@ -1,0 +1,140 @@
+"""Composition root: builds the store, service, engines, worker and frontends; starts/stops them.
+
+Start order matters: frontends are registered before the start-up sweep so members hear about
+jobs a crash interrupted; models load before the worker starts (no cold starts); on stop the
+worker first hands its running jobs back to the queue, then notifications drain, then the
+frontends disconnect and the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from bot.config import Config
+from bot.core.db import Database
+from bot.core.ports import Frontend
+from bot.core.service import MusicService, SweepReport
+
+log = logging.getLogger(__name__)
+
+
+class RunnableFrontend(Frontend, Protocol):
+    """A frontend with a connection to start and stop (Discord, Slack)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class App:
+    """The whole bot in one process. ``async with App(config) as app:`` or start()/stop()."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db = Database(config.database_path)
+        self.service = MusicService(config, self.db)
+        self.frontends: list[Any] = []
+        self.engines: dict[str, Any] = {}
+        self.worker: Any = None
+        self.sweep_report: SweepReport | None = None
+
+    def add_frontend(self, frontend: Frontend) -> None:
+        """Register a frontend; if it has start()/stop(), the app runs them."""
+        self.frontends.append(frontend)
+        self.service.register_frontend(frontend)
+
+    async def start(self, *, worker: bool = True) -> None:
+        """Open the database, sweep crashed jobs, load models, start worker and frontends."""
+        from generation.audio import sweep_tracks
+        from generation.worker import Worker
+
+        await self.db.open()
+        try:
+            self.sweep_report = await self.service.start()
+            await asyncio.to_thread(sweep_tracks, self.config)
+            self.engines = await asyncio.to_thread(load_engines, self.config)
+            self.service.available_models = frozenset(self.engines)
+            self.worker = Worker(self.service, self.engines, self.config)
+            if worker:
+                await self.worker.start()
+            for frontend in self.frontends:
+                if hasattr(frontend, "start"):
+                    await frontend.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop cleanly: running jobs go back to the queue, nothing is lost or charged twice."""
+        if self.worker is not None:
+            await self.worker.stop()
+        await self.service.drain_events()
+        for frontend in reversed(self.frontends):
+            if hasattr(frontend, "stop"):
+                try:
+                    await frontend.stop()
+                except Exception:
+                    log.exception("stopping the %s frontend failed", frontend.platform)
+        await self.db.close()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def load_engines(config: Config) -> dict[str, Any]:
+    """Load the default model and ``models.preload`` once, at start-up (slow, blocking)."""
+    from generation.engine import Engine
+
+    engines: dict[str, Any] = {}
+    for key in dict.fromkeys([config.models.default, *config.models.preload]):
+        source = config.model_source(key)
+        engine = Engine.load(source, config.generation.device,
+                             extend_stride_s=config.generation.extend_stride_s)
+        log.info("model %s (%s) ready on %s in %.1f s%s", key, source, engine.device,
+                 engine.load_s, " — random weights: output is noise" if engine.noise else "")
+        engines[key] = engine
+    return engines
+
+
+def chat_frontends(config: Config, service: MusicService) -> list[Any]:
+    """The chat frontends whose credentials are present in the environment."""
+    frontends: list[Any] = []
+    secrets = config.secrets
+    if config.discord.enabled and secrets.discord_token:
+        from bot.platforms.discord_bot import DiscordFrontend
+
+        frontends.append(DiscordFrontend(config, service))
+    if config.slack.enabled and secrets.slack_bot_token and _slack_mode_ready(config):
+        from bot.platforms.slack_bot import SlackFrontend
+
+        frontends.append(SlackFrontend(config, service))
+    return frontends
+
+
+def _slack_mode_ready(config: Config) -> bool:
+    if config.slack.mode == "socket":
+        return config.secrets.slack_app_token is not None
+    return config.secrets.slack_signing_secret is not None
+
+
+def missing_chat_credentials(config: Config) -> list[str]:
+    """Human explanations of why a chat frontend will not start (for run and doctor)."""
+    notes = []
+    secrets = config.secrets
+    if config.discord.enabled and not secrets.discord_token:
+        notes.append("Discord: set DISCORD_TOKEN to connect to Discord.")
+    if config.slack.enabled:
+        if not secrets.slack_bot_token:
+            notes.append("Slack: set SLACK_BOT_TOKEN (xoxb-…) to connect to Slack.")
+        elif config.slack.mode == "socket" and not secrets.slack_app_token:
+            notes.append("Slack: Socket Mode needs SLACK_APP_TOKEN (xapp-…), or set "
+                         "slack.mode: http with SLACK_SIGNING_SECRET.")
+        elif config.slack.mode == "http" and not secrets.slack_signing_secret:
+            notes.append("Slack: HTTP mode needs SLACK_SIGNING_SECRET.")
+    return notes

@@ -1,0 +1,267 @@
+"""``musicbot`` command line: run, console, generate, doctor, db.
+
+Every expected failure (bad config, missing ffmpeg, model that cannot load) ends in one clear
+message on stderr and exit status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import Config, load_config
+from bot.core.errors import MusicBotError
+
+log = logging.getLogger("musicbot")
+
+DEFAULT_CONFIG = "config.yaml"
+FFMPEG_HELP = (
+    "ffmpeg is not installed; musicbot needs it to encode MP3s. "
+    "Install it with: sudo apt-get install -y ffmpeg  (macOS: brew install ffmpeg)"
+)
+
+
+class UsageError(MusicBotError):
+    """A command-line problem the user can fix (missing ffmpeg, bad path)."""
+
+    code = "usage"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``musicbot`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+        _setup_logging(config.log_level)
+        return args.handler(args, config)
+    except MusicBotError as exc:
+        print(f"musicbot: {exc.user_message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musicbot", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", "-C", help=f"YAML config file (default: {DEFAULT_CONFIG} "
+                        "if present, else built-in defaults; env MUSICBOT_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the bot: store, worker and every configured frontend")
+    run.add_argument("--model", help="override models.default (catalogue key, hub id, folder "
+                     "or 'debug')")
+    run.set_defaults(handler=cmd_run)
+
+    console = sub.add_parser("console", help="use the bot's commands in this terminal")
+    console.add_argument("--model", help="override models.default")
+    console.add_argument("-c", dest="commands", action="append", metavar="CMD",
+                         help="run this command (repeatable) and exit; non-zero if one fails")
+    console.add_argument("--user", default="operator", help="local user name (default operator)")
+    console.set_defaults(handler=cmd_console)
+
+    gen = sub.add_parser("generate", help="one-shot generation to a file (no ledger)")
+    gen.add_argument("prompt")
+    gen.add_argument("--duration", "-d", type=float, default=10.0)
+    gen.add_argument("--model", help="override models.default")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--format", choices=("mp3", "wav", "flac", "ogg"))
+    gen.add_argument("-o", "--output", default=None, help="output file (default: track.FORMAT)")
+    gen.set_defaults(handler=cmd_generate)
+
+    doctor = sub.add_parser("doctor", help="check config, ffmpeg, database, model and tokens")
+    doctor.add_argument("--model", help="model to try loading (default: models.default)")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply pending schema migrations").set_defaults(
+        handler=cmd_db_upgrade)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("MUSICBOT_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    config = load_config(path)
+    if getattr(args, "model", None):
+        config = config.with_model(args.model)
+    return config
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for noisy in ("audiocraft", "discord", "slack_bolt", "slack_sdk", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(quiet)
+
+
+def require_ffmpeg() -> None:
+    if shutil.which("ffmpeg") is None:
+        raise UsageError(FFMPEG_HELP)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    require_ffmpeg()
+    return asyncio.run(_run(config))
+
+
+async def _run(config: Config) -> int:
+    from bot.app import App, chat_frontends, missing_chat_credentials
+    from bot.platforms.console import ConsoleFrontend
+
+    app = App(config)
+    frontends = chat_frontends(config, app.service)
+    for frontend in frontends:
+        app.add_frontend(frontend)
+    console = None
+    if not frontends:
+        for note in missing_chat_credentials(config):
+            log.warning(note)
+        print("No chat credentials are set: starting the console frontend instead "
+              "(see README, 'Connecting Discord and Slack').", file=sys.stderr)
+        console = ConsoleFrontend(app.service)
+        app.add_frontend(console)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    _announce_models(app)
+    try:
+        if console is not None and sys.stdin.isatty():
+            waiter = asyncio.create_task(stop.wait())
+            repl = asyncio.create_task(console.interactive())
+            await asyncio.wait({waiter, repl}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiter, repl):
+                task.cancel()
+        else:
+            log.info("musicbot is running; press Ctrl+C to stop")
+            await stop.wait()
+    finally:
+        log.info("shutting down: running jobs go back to the queue")
+        await app.stop()
+    return 0
+
+
+def _announce_models(app: object) -> None:
+    for key, engine in getattr(app, "engines", {}).items():
+        note = " — random weights, the output is NOISE" if engine.noise else ""
+        print(f"model {key} ({engine.source}) loaded on {engine.device} in "
+              f"{engine.load_s:.1f} s{note}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- console
+
+
+def cmd_console(args: argparse.Namespace, config: Config) -> int:
+    require_ffmpeg()
+    return asyncio.run(_console(config, args.commands or [], args.user))
+
+
+async def _console(config: Config, commands: list[str], user: str) -> int:
+    from bot.app import App
+    from bot.platforms.console import ConsoleFrontend
+
+    app = App(config)
+    console = ConsoleFrontend(app.service, user=user)
+    app.add_frontend(console)
+    await app.start()
+    _announce_models(app)
+    try:
+        if commands:
+            return await console.run_script(commands, config.generation.job_timeout_s * 2)
+        await console.interactive()
+        return 0
+    finally:
+        await app.stop()
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def cmd_generate(args: argparse.Namespace, config: Config) -> int:
+    from bot.core.models import MusicRequest
+    from bot.core.requests import validate_request
+    from generation.audio import make_track
+    from generation.engine import Engine
+
+    require_ffmpeg()
+    params = validate_request(config, MusicRequest(
+        prompt=args.prompt, duration=args.duration, seed=args.seed, format=args.format))
+    output = Path(args.output or f"track.{params.format}")
+    engine = Engine.load(config.model_source(params.model), config.generation.device,
+                         extend_stride_s=config.generation.extend_stride_s)
+    print(f"model {params.model} on {engine.device} (loaded in {engine.load_s:.1f} s)"
+          + (" — random weights: the output is NOISE" if engine.noise else ""), file=sys.stderr)
+    bar = _ProgressBar()
+    (audio,) = engine.generate([params], on_progress=bar.update)
+    bar.close()
+    track = make_track(audio, 0, params.format, 2**40, config, noise=engine.noise)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(track.path, output)
+    if track.waveform_path:
+        os.remove(track.waveform_path)
+    print(f"{output} ({track.duration_s:.1f} s, seed {params.seed})")
+    return 0
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def update(self, fraction: float) -> None:
+        from bot.platforms.render import progress_bar
+
+        now = time.monotonic()
+        if now - self._last >= 0.1 or fraction >= 1:
+            self._last = now
+            print(f"\r{progress_bar(fraction)}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.update(1.0)
+        print(file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- doctor / db
+
+
+def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
+    from bot.doctor import run_checks
+
+    return run_checks(config, model=args.model)
+
+
+def cmd_db_upgrade(args: argparse.Namespace, config: Config) -> int:
+    from bot.core.db import Database
+
+    async def upgrade() -> list[int]:
+        db = Database(config.database_path)
+        await db.open(migrate=False)
+        try:
+            return await db.upgrade()
+        finally:
+            await db.close()
+
+    applied = asyncio.run(upgrade())
+    where = config.database_path
+    print(f"{where}: applied migrations {applied}" if applied else f"{where}: up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

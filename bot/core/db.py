@@ -1,0 +1,230 @@
+"""SQLite store: one writer connection, one reader connection, numbered migrations.
+
+Why two connections: all writes go through one connection guarded by an ``asyncio.Lock`` and
+run inside ``BEGIN IMMEDIATE`` (so a read-modify-write never interleaves with another), while
+queries use a separate autocommit connection that, thanks to WAL, sees only committed data
+and never blocks the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.core.errors import MusicBotError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "accounts, append-only ledger, jobs",
+        """
+        CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            platform TEXT NOT NULL,
+            community TEXT NOT NULL,
+            user TEXT NOT NULL,
+            balance INTEGER NOT NULL CHECK (balance >= 0),
+            allowance_day INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            UNIQUE (platform, community, user)
+        );
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            params TEXT NOT NULL,
+            batch_key TEXT NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            price INTEGER NOT NULL CHECK (price >= 0),
+            idempotency_key TEXT NOT NULL UNIQUE,
+            destination TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            error TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            refunded INTEGER NOT NULL DEFAULT 0,
+            track_path TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        );
+        CREATE INDEX jobs_by_state ON jobs (state, id);
+        CREATE INDEX jobs_by_account ON jobs (account_id, id);
+        CREATE TABLE ledger (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            delta INTEGER NOT NULL,
+            balance_after INTEGER NOT NULL CHECK (balance_after >= 0),
+            kind TEXT NOT NULL CHECK (kind IN
+                ('starting', 'allowance', 'grant', 'take', 'set', 'charge', 'refund')),
+            job_id INTEGER REFERENCES jobs(id),
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX ledger_by_account ON ledger (account_id, id);
+        -- A job is charged at most once and refunded at most once, whatever the code does.
+        CREATE UNIQUE INDEX ledger_one_charge_per_job ON ledger (job_id) WHERE kind = 'charge';
+        CREATE UNIQUE INDEX ledger_one_refund_per_job ON ledger (job_id) WHERE kind = 'refund';
+        CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+            BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+        CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+            BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+    ),
+]
+"""Numbered schema migrations. Append only: never edit a released entry."""
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+class DatabaseError(MusicBotError):
+    """The database file cannot be opened or has a schema newer than this code."""
+
+    code = "database"
+
+
+class Database:
+    """The SQLite file behind accounts, ledger and jobs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self, *, migrate: bool = True) -> Database:
+        """Open both connections, enable WAL and (by default) apply pending migrations."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = await _connect(self.path)
+            await self._writer.execute("PRAGMA journal_mode = WAL")
+            if migrate:
+                await self.upgrade()
+            self._reader = await _connect(self.path)
+        except (OSError, aiosqlite.Error) as exc:
+            await self.close()
+            raise DatabaseError(f"Cannot open the database {self.path}: {exc}") from exc
+        return self
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def version(self) -> int:
+        """Schema version of the file (0 for a new file)."""
+        conn = self._writer or self._reader
+        assert conn is not None, "database is not open"
+        row = await _fetchone(
+            conn, "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+        )
+        if row is None:
+            return 0
+        row = await _fetchone(conn, "SELECT MAX(version) FROM schema_version")
+        return int(row[0] or 0) if row else 0
+
+    async def upgrade(self) -> list[int]:
+        """Apply pending migrations in order, each in its own transaction. Returns versions."""
+        assert self._writer is not None, "database is not open"
+        await self._writer.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = await self.version()
+        if current > LATEST_VERSION:
+            raise DatabaseError(
+                f"The database {self.path} has schema version {current}, newer than this "
+                f"musicbot ({LATEST_VERSION}). Upgrade musicbot."
+            )
+        applied = []
+        for version, description, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            async with self.write() as conn:
+                for statement in _split_sql(sql):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, ?)",
+                    (version, description, time.time()),
+                )
+            log.info("database migrated to version %d (%s)", version, description)
+            applied.append(version)
+        return applied
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``): commit on success, roll back on error.
+
+        Only one runs at a time; never await network I/O inside it.
+        """
+        assert self._writer is not None, "database is not open"
+        async with self._write_lock:
+            conn = self._writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.rollback()
+                raise
+            else:
+                await conn.commit()
+
+    async def fetchone(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+        """Query committed data with the reader connection."""
+        assert self._reader is not None, "database is not open"
+        return await _fetchone(self._reader, sql, params)
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
+        assert self._reader is not None, "database is not open"
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves; autocommit otherwise.
+    conn = await aiosqlite.connect(path, isolation_level=None, timeout=30)
+    conn.row_factory = aiosqlite.Row
+    await conn.execute("PRAGMA foreign_keys = ON")
+    await conn.execute("PRAGMA busy_timeout = 30000")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+async def _fetchone(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+    async with conn.execute(sql, params) as cursor:
+        return await cursor.fetchone()
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buffer = [], ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buffer += line + "\n"
+        if buffer.strip().endswith(";") and (
+            "BEGIN" not in buffer.upper() or buffer.strip().upper().endswith("END;")
+        ):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements

@@ -1,0 +1,186 @@
+"""The durable job queue: SQL for inserting, claiming and moving jobs between states.
+
+Each state change is one conditional ``UPDATE ... WHERE state = ... RETURNING`` so that two
+callers racing on the same job cannot both win: the loser gets ``None`` and does nothing.
+This is what makes "refund exactly once" hold even when a failure is reported twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiosqlite
+
+from bot.core.models import AccountKey, Destination, GenerationParams, Job, JobState
+
+_SELECT = (
+    "SELECT j.*, a.platform, a.community, a.user FROM jobs j "
+    "JOIN accounts a ON a.id = j.account_id "
+)
+
+# Fair order: every member's oldest queued job first, then everyone's second, and so on, so
+# one member's five jobs cannot starve the others.
+FAIR_QUEUE = (
+    "SELECT id, batch_key, params, account_id, "
+    "ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY id) AS turn "
+    "FROM jobs WHERE state = 'queued'"
+)
+
+
+def job_from_row(row: aiosqlite.Row) -> Job:
+    return Job(
+        id=row["id"],
+        account=AccountKey(row["platform"], row["community"], row["user"]),
+        params=GenerationParams.from_json(row["params"]),
+        state=JobState(row["state"]),
+        price=row["price"],
+        idempotency_key=row["idempotency_key"],
+        destination=Destination.from_json(row["destination"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        error=row["error"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        track_path=row["track_path"],
+        refunded=row["refunded"],
+    )
+
+
+async def insert(
+    conn: aiosqlite.Connection, *, account_id: int, params: GenerationParams, price: int,
+    idempotency_key: str, destination: Destination, max_attempts: int, now: float,
+) -> int:
+    cursor = await conn.execute(
+        "INSERT INTO jobs (account_id, params, batch_key, state, price, idempotency_key, "
+        "destination, max_attempts, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        (account_id, params.to_json(), params.batch_key, price, idempotency_key,
+         destination.to_json(), max_attempts, now),
+    )
+    job_id = cursor.lastrowid
+    await cursor.close()
+    assert job_id is not None
+    return job_id
+
+
+async def get(conn: aiosqlite.Connection, job_id: int) -> Job | None:
+    async with conn.execute(_SELECT + "WHERE j.id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    return job_from_row(row) if row else None
+
+
+async def by_key(conn: aiosqlite.Connection, idempotency_key: str) -> Job | None:
+    async with conn.execute(_SELECT + "WHERE j.idempotency_key = ?", (idempotency_key,)) as cur:
+        row = await cur.fetchone()
+    return job_from_row(row) if row else None
+
+
+async def select(conn: aiosqlite.Connection, where: str, params: Sequence[object]) -> list[Job]:
+    async with conn.execute(_SELECT + where, params) as cursor:
+        rows = await cursor.fetchall()
+    return [job_from_row(r) for r in rows]
+
+
+async def claim(conn: aiosqlite.Connection, max_batch: int, now: float) -> list[Job]:
+    """Move up to ``max_batch`` compatible queued jobs to running, fairest first."""
+    async with conn.execute(
+        f"SELECT batch_key FROM ({FAIR_QUEUE}) ORDER BY turn, id LIMIT 1"
+    ) as cursor:
+        head = await cursor.fetchone()
+    if head is None:
+        return []
+    async with conn.execute(
+        f"SELECT id FROM ({FAIR_QUEUE}) WHERE batch_key = ? ORDER BY turn, id LIMIT ?",
+        (head[0], max_batch),
+    ) as cursor:
+        ids = [row[0] for row in await cursor.fetchall()]
+    marks = ",".join("?" * len(ids))
+    await conn.execute(
+        f"UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
+        f"error = NULL WHERE state = 'queued' AND id IN ({marks})",
+        (now, *ids),
+    )
+    return await select(conn, f"WHERE j.id IN ({marks}) ORDER BY j.id", ids)
+
+
+async def finish(
+    conn: aiosqlite.Connection, job_id: int, state: JobState, *, error: str | None, now: float,
+    refund: bool, from_states: Sequence[JobState] = (JobState.QUEUED, JobState.RUNNING),
+    track_path: str | None = None,
+) -> Job | None:
+    """Move a live job to a terminal state; None if it was not in ``from_states`` any more."""
+    marks = ",".join("?" * len(from_states))
+    cursor = await conn.execute(
+        f"UPDATE jobs SET state = ?, error = ?, finished_at = ?, track_path = ?, "
+        f"refunded = CASE WHEN ? THEN price ELSE 0 END "
+        f"WHERE id = ? AND state IN ({marks}) RETURNING id",
+        (state.value, error, now, track_path, refund, job_id, *(s.value for s in from_states)),
+    )
+    changed = await cursor.fetchone()
+    await cursor.close()
+    return await get(conn, job_id) if changed else None
+
+
+async def requeue(
+    conn: aiosqlite.Connection, job_id: int, *, error: str | None, count_attempt: bool
+) -> Job | None:
+    """Running → queued (retry, or release without spending an attempt)."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET state = 'queued', error = ?, started_at = NULL, "
+        "attempts = attempts - ? WHERE id = ? AND state = 'running' AND cancel_requested = 0 "
+        "RETURNING id",
+        (error, 0 if count_attempt else 1, job_id),
+    )
+    changed = await cursor.fetchone()
+    await cursor.close()
+    return await get(conn, job_id) if changed else None
+
+
+async def request_cancel(conn: aiosqlite.Connection, job_id: int) -> bool:
+    cursor = await conn.execute(
+        "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state IN ('queued', 'running') "
+        "RETURNING id",
+        (job_id,),
+    )
+    changed = await cursor.fetchone()
+    await cursor.close()
+    return changed is not None
+
+
+async def set_destination(conn: aiosqlite.Connection, job_id: int, destination: Destination) -> None:
+    await conn.execute("UPDATE jobs SET destination = ? WHERE id = ?",
+                       (destination.to_json(), job_id))
+
+
+async def position(conn: aiosqlite.Connection, job_id: int) -> int:
+    """1-based place of a queued job in the fair order (0 if it is not queued)."""
+    async with conn.execute(
+        f"SELECT pos FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY turn, id) AS pos "
+        f"FROM ({FAIR_QUEUE})) WHERE id = ?",
+        (job_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def seconds_ahead(conn: aiosqlite.Connection, job_id: int | None) -> float:
+    """Audio seconds queued before ``job_id`` (all queued when None) plus running jobs."""
+    async with conn.execute(
+        f"SELECT id, params FROM ({FAIR_QUEUE}) ORDER BY turn, id"
+    ) as cursor:
+        rows = await cursor.fetchall()
+    total = 0.0
+    for row in rows:
+        total += GenerationParams.from_json(row[1]).duration
+        if row[0] == job_id:
+            break
+    async with conn.execute("SELECT params FROM jobs WHERE state = 'running'") as cursor:
+        running = await cursor.fetchall()
+    return total + sum(GenerationParams.from_json(r[0]).duration / 2 for r in running)
+
+
+async def count(conn: aiosqlite.Connection, where: str, params: Sequence[object]) -> int:
+    async with conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,188 @@
+"""Balances and the append-only ledger. Every function runs inside a write transaction.
+
+The stored balance always equals the sum of the account's ledger entries: each change is one
+conditional ``UPDATE ... RETURNING balance`` followed by the ledger ``INSERT`` in the same
+transaction. Debits never read-then-write across awaits (the classic double spend).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bot.config import EconomyConfig
+from bot.core.errors import InsufficientTokens, InvalidRequest
+from bot.core.models import AccountKey, LedgerEntry, LedgerKind
+
+DAY_S = 86_400
+MAX_BALANCE = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    key: AccountKey
+    balance: int
+
+
+async def ensure_account(
+    conn: aiosqlite.Connection, key: AccountKey, economy: EconomyConfig, now: float
+) -> Account:
+    """Return the account, creating it with the starting balance and applying any allowance."""
+    cursor = await conn.execute(
+        "INSERT INTO accounts (platform, community, user, balance, allowance_day, created_at) "
+        "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (platform, community, user) DO NOTHING "
+        "RETURNING id",
+        (key.platform, key.community, key.user, int(now // DAY_S), now),
+    )
+    created = await cursor.fetchone()
+    await cursor.close()
+    if created is not None and economy.starting_balance > 0:
+        await _change(conn, created[0], economy.starting_balance, LedgerKind.STARTING,
+                      actor="system", reason="welcome", now=now)
+    row = await _account_row(conn, key)
+    assert row is not None
+    account_id, balance, allowance_day = row
+    if economy.daily_allowance > 0:
+        balance = await _apply_allowance(conn, account_id, balance, allowance_day, economy, now)
+    return Account(account_id, key, balance)
+
+
+async def find_account(conn: aiosqlite.Connection, key: AccountKey) -> Account | None:
+    row = await _account_row(conn, key)
+    return Account(row[0], key, row[1]) if row else None
+
+
+async def debit(
+    conn: aiosqlite.Connection, account: Account, amount: int, kind: LedgerKind, *,
+    job_id: int | None, actor: str, reason: str, now: float,
+) -> int:
+    """Take ``amount`` tokens in one conditional UPDATE; raise InsufficientTokens otherwise."""
+    cursor = await conn.execute(
+        "UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ? RETURNING balance",
+        (amount, account.id, amount),
+    )
+    row = await cursor.fetchone()
+    await cursor.close()
+    if row is None:
+        current = await _balance(conn, account.id)
+        raise InsufficientTokens(balance=current, price=amount)
+    await _insert_entry(conn, account.id, -amount, row[0], kind, job_id, actor, reason, now)
+    return int(row[0])
+
+
+async def credit(
+    conn: aiosqlite.Connection, account_id: int, amount: int, kind: LedgerKind, *,
+    job_id: int | None, actor: str, reason: str, now: float,
+) -> int:
+    """Add ``amount`` tokens; refuses to push a balance past MAX_BALANCE."""
+    return await _change(conn, account_id, amount, kind, job_id=job_id, actor=actor,
+                         reason=reason, now=now)
+
+
+async def set_balance(
+    conn: aiosqlite.Connection, account: Account, amount: int, *, actor: str, reason: str,
+    now: float,
+) -> int:
+    """Set the balance to ``amount``, writing the difference to the ledger."""
+    current = await _balance(conn, account.id)
+    if amount == current:
+        await _insert_entry(conn, account.id, 0, current, LedgerKind.SET, None, actor, reason, now)
+        return current
+    return await _change(conn, account.id, amount - current, LedgerKind.SET, actor=actor,
+                         reason=reason, now=now)
+
+
+async def entries(
+    conn: aiosqlite.Connection, *, platform: str, community: str, user: str | None, limit: int
+) -> list[LedgerEntry]:
+    """Newest ledger entries of one member, or of every member of a community."""
+    sql = (
+        "SELECT l.*, a.platform, a.community, a.user FROM ledger l "
+        "JOIN accounts a ON a.id = l.account_id WHERE a.platform = ? AND a.community = ? "
+    )
+    params: list[object] = [platform, community]
+    if user is not None:
+        sql += "AND a.user = ? "
+        params.append(user)
+    sql += "ORDER BY l.id DESC LIMIT ?"
+    params.append(limit)
+    async with conn.execute(sql, params) as cursor:
+        rows = await cursor.fetchall()
+    return [entry_from_row(r) for r in rows]
+
+
+def entry_from_row(row: aiosqlite.Row) -> LedgerEntry:
+    return LedgerEntry(
+        id=row["id"],
+        account=AccountKey(row["platform"], row["community"], row["user"]),
+        delta=row["delta"],
+        balance_after=row["balance_after"],
+        kind=LedgerKind(row["kind"]),
+        job_id=row["job_id"],
+        actor=row["actor"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+    )
+
+
+async def _change(
+    conn: aiosqlite.Connection, account_id: int, delta: int, kind: LedgerKind, *,
+    job_id: int | None = None, actor: str, reason: str, now: float,
+) -> int:
+    cursor = await conn.execute(
+        "UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? BETWEEN 0 AND ? "
+        "RETURNING balance",
+        (delta, account_id, delta, MAX_BALANCE),
+    )
+    row = await cursor.fetchone()
+    await cursor.close()
+    if row is None:
+        raise InvalidRequest("amount", f"the balance would leave 0..{MAX_BALANCE:,}")
+    await _insert_entry(conn, account_id, delta, row[0], kind, job_id, actor, reason, now)
+    return int(row[0])
+
+
+async def _apply_allowance(
+    conn: aiosqlite.Connection, account_id: int, balance: int, allowance_day: int,
+    economy: EconomyConfig, now: float,
+) -> int:
+    today = int(now // DAY_S)
+    if allowance_day >= today:
+        return balance
+    days = today - allowance_day
+    top_up = max(0, min(economy.allowance_cap - balance, economy.daily_allowance * days))
+    await conn.execute("UPDATE accounts SET allowance_day = ? WHERE id = ?", (today, account_id))
+    if top_up == 0:
+        return balance
+    return await _change(conn, account_id, top_up, LedgerKind.ALLOWANCE, actor="system",
+                         reason=f"daily allowance ({days} day{'s' if days > 1 else ''})", now=now)
+
+
+async def _account_row(conn: aiosqlite.Connection, key: AccountKey) -> tuple[int, int, int] | None:
+    async with conn.execute(
+        "SELECT id, balance, allowance_day FROM accounts "
+        "WHERE platform = ? AND community = ? AND user = ?",
+        (key.platform, key.community, key.user),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def _balance(conn: aiosqlite.Connection, account_id: int) -> int:
+    async with conn.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _insert_entry(
+    conn: aiosqlite.Connection, account_id: int, delta: int, balance_after: int,
+    kind: LedgerKind, job_id: int | None, actor: str, reason: str, now: float,
+) -> None:
+    await conn.execute(
+        "INSERT INTO ledger (account_id, delta, balance_after, kind, job_id, actor, reason, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (account_id, delta, balance_after, kind.value, job_id, actor, reason, now),
+    )

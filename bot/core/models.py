@@ -1,0 +1,289 @@
+"""Plain data of the core: accounts, requests, jobs, ledger entries and job events.
+
+Everything here is an immutable dataclass or an enum, free of I/O, so frontends, the worker
+and the store can pass them around without sharing mutable state.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+DM_COMMUNITY = "@dm"
+"""Community value used for direct messages and the console (no guild/team)."""
+
+SHARED_COMMUNITY = "*"
+"""Community value used when ``economy.shared_balances`` merges all communities of a platform."""
+
+
+@dataclass(frozen=True)
+class AccountKey:
+    """Who a balance belongs to: (platform, community, user)."""
+
+    platform: str
+    community: str
+    user: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.community}:{self.user}"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an action, and whether the frontend vouched for admin rights.
+
+    ``is_admin`` is decided by the frontend from platform facts (Manage Server, workspace
+    admin, configured roles/ids); the core still checks that an admin acts only inside
+    ``community``.
+    """
+
+    platform: str
+    community: str
+    user: str
+    is_admin: bool = False
+    display_name: str = ""
+
+    @property
+    def key(self) -> AccountKey:
+        return AccountKey(self.platform, self.community, self.user)
+
+
+class JobState(enum.StrEnum):
+    """Life of a job: queued → running → done | failed | cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class LedgerKind(enum.StrEnum):
+    """Why a balance changed."""
+
+    STARTING = "starting"
+    ALLOWANCE = "allowance"
+    GRANT = "grant"
+    TAKE = "take"
+    SET = "set"
+    CHARGE = "charge"
+    REFUND = "refund"
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What to generate. Validated by :mod:`bot.core.requests` before it reaches a job.
+
+    ``model`` is a catalogue key from the config (``small``, ``medium``, ``debug``…);
+    ``seed`` is always set (chosen at random when the member gave none) so any track can
+    be re-made with the same seed. ``continue_from`` names a finished job whose audio the
+    model continues (the Extend button).
+    """
+
+    prompt: str
+    duration: float
+    model: str
+    seed: int
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    cfg_coef: float = 3.0
+    genre: str = ""
+    tempo: int | None = None
+    format: str = "mp3"
+    seed_given: bool = False
+    continue_from: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The text the model is conditioned on: the prompt with genre and tempo folded in."""
+        parts = [self.prompt]
+        if self.genre:
+            parts.append(f"genre: {self.genre}")
+        if self.tempo:
+            parts.append(f"{self.tempo} bpm")
+        return ", ".join(parts)
+
+    @property
+    def batch_key(self) -> str:
+        """Jobs with equal keys can share one generate call (same model and sampling)."""
+        if self.continue_from is not None:
+            return f"continue:{self.continue_from}:{self.seed}"
+        return json.dumps(
+            [self.model, self.duration, self.temperature, self.top_k, self.top_p, self.cfg_coef]
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> GenerationParams:
+        return cls(**json.loads(raw))
+
+    def with_seed(self, seed: int) -> GenerationParams:
+        return replace(self, seed=seed, seed_given=True)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where and how to deliver a job's result; stored on the job row, not in memory.
+
+    ``interaction_token`` and ``token_expires_at`` (epoch seconds) are set when the platform
+    gave a short-lived reply handle (Discord interactions, Slack response_url); after expiry
+    the frontend delivers as a normal channel message mentioning ``user``.
+    ``status_ref`` is the platform id of the status message to edit with progress.
+    """
+
+    platform: str
+    community: str
+    channel: str
+    user: str
+    thread: str | None = None
+    interaction_token: str | None = None
+    token_expires_at: float | None = None
+    upload_limit: int = 10 * 1024 * 1024
+    status_ref: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Destination:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Track:
+    """A finished, encoded track on disk."""
+
+    path: str
+    format: str
+    duration_s: float
+    size_bytes: int
+    sample_rate: int
+    waveform_path: str | None = None
+    noise: bool = False
+    """True when made by a random-initialised model (``debug``): the audio is noise."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table."""
+
+    id: int
+    account: AccountKey
+    params: GenerationParams
+    state: JobState
+    price: int
+    idempotency_key: str
+    destination: Destination
+    attempts: int
+    max_attempts: int
+    error: str | None
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    track_path: str | None
+    refunded: int = 0
+
+    @property
+    def batch_key(self) -> str:
+        return self.params.batch_key
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One append-only line of the ledger."""
+
+    id: int
+    account: AccountKey
+    delta: int
+    balance_after: int
+    kind: LedgerKind
+    job_id: int | None
+    actor: str
+    reason: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What ``request_music`` returns: the job, its price, the new balance and queue place."""
+
+    job: Job
+    price: int
+    balance: int
+    position: int
+    eta_s: float | None
+    duplicate: bool = False
+    """True when the idempotency key was seen before: nothing new was charged."""
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """Queue numbers for ``/queue``: the member's own jobs and the totals."""
+
+    mine: list[tuple[Job, int]]
+    queued_total: int
+    running_total: int
+    eta_s: float | None
+
+
+class EventKind(enum.StrEnum):
+    """What happened to a job; frontends render these."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REQUEUED = "requeued"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A change of a job, sent to the frontend that owns ``job.destination.platform``.
+
+    ``progress`` is 0..1 for PROGRESS; ``refunded`` is the number of tokens given back for
+    FAILED/CANCELLED; ``message`` is a member-facing reason for FAILED.
+    """
+
+    kind: EventKind
+    job: Job
+    progress: float = 0.0
+    eta_s: float | None = None
+    refunded: int = 0
+    message: str = ""
+    track: Track | None = None
+    position: int | None = None
+    balance: int | None = None
+
+
+@dataclass(frozen=True)
+class MusicRequest:
+    """A ``/music`` request as a frontend parsed it: raw, untrusted values.
+
+    Any field may be a string, number or None; :func:`bot.core.requests.validate_request`
+    turns it into :class:`GenerationParams` or raises ``InvalidRequest`` naming the field.
+    """
+
+    prompt: Any
+    duration: Any = None
+    model: Any = None
+    seed: Any = None
+    temperature: Any = None
+    top_k: Any = None
+    top_p: Any = None
+    cfg: Any = None
+    genre: Any = None
+    tempo: Any = None
+    format: Any = None

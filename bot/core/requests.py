@@ -1,0 +1,146 @@
+"""Validation of untrusted input at the core's edge, and pricing.
+
+Frontends are not trusted: every value arrives here raw (string, number, None, anything) and
+leaves as a checked :class:`GenerationParams`, an ``int`` amount or an ``InvalidRequest``
+naming the field and saying why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import unicodedata
+from typing import Any
+
+from bot.config import FORMATS, Config
+from bot.core.errors import InvalidRequest
+from bot.core.ledger import MAX_BALANCE
+from bot.core.models import GenerationParams, MusicRequest
+
+MAX_SEED = 2**32 - 1
+MAX_JOB_ID = 2**63 - 1
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+
+
+def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
+    """Turn a raw ``/music`` request into generation parameters, or raise InvalidRequest."""
+    model = validate_model(config, request.model)
+    prompt = validate_text(config, "prompt", request.prompt, config.limits.max_prompt_chars)
+    if not prompt:
+        raise InvalidRequest("prompt", "describe the music you want (it is empty)")
+    seed_given = request.seed not in (None, "")
+    return GenerationParams(
+        prompt=prompt,
+        duration=validate_duration(config, request.duration, model),
+        model=model,
+        seed=(number("seed", request.seed, 0, MAX_SEED, integer=True) if seed_given
+              else secrets.randbelow(2**31)),
+        seed_given=seed_given,
+        temperature=_optional(request.temperature, 1.0,
+                              lambda v: number("temperature", v, 0.05, 5.0)),
+        top_k=_optional(request.top_k, 250, lambda v: number("top_k", v, 0, 2048, integer=True)),
+        top_p=_optional(request.top_p, 0.0, lambda v: number("top_p", v, 0.0, 1.0)),
+        cfg_coef=_optional(request.cfg, 3.0, lambda v: number("cfg", v, 0.0, 20.0)),
+        genre=validate_text(config, "genre", request.genre, 40) if request.genre else "",
+        tempo=_optional(request.tempo, None, lambda v: number("tempo", v, 20, 300, integer=True)),
+        format=validate_format(request.format, config.audio.format),
+    )
+
+
+def validate_duration(config: Config, value: Any, model: str) -> float:
+    """Seconds of audio, within limits.min_duration_s and the model's maximum, 0.1 s steps."""
+    if value is None or value == "":
+        raise InvalidRequest("duration", "say how many seconds of music you want")
+    limit = config.max_duration_for(model)
+    seconds = number("duration", value, config.limits.min_duration_s, limit,
+                     unit=" seconds")
+    return round(seconds, 1)
+
+
+def validate_model(config: Config, value: Any) -> str:
+    if value is None or value == "":
+        return config.models.default
+    if not isinstance(value, str) or value.strip() not in config.models.catalogue:
+        names = ", ".join(sorted(config.models.catalogue))
+        raise InvalidRequest("model", f"unknown model {str(value)[:40]!r}; choose one of {names}")
+    return value.strip()
+
+
+def validate_format(value: Any, default: str) -> str:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str) or value.strip().lower() not in FORMATS:
+        raise InvalidRequest("format", f"choose one of {', '.join(FORMATS)}")
+    return value.strip().lower()
+
+
+def validate_text(config: Config, field: str, value: Any, max_chars: int) -> str:
+    """Trimmed text without control characters, at most ``max_chars``, no blocked words."""
+    if not isinstance(value, str):
+        raise InvalidRequest(field, "must be text")
+    text = " ".join(value.split())  # collapse whitespace, including newlines and tabs
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") for ch in text):
+        raise InvalidRequest(field, "contains control or invisible characters")
+    if len(text) > max_chars:
+        raise InvalidRequest(field, f"is {len(text)} characters long; the limit is {max_chars}")
+    lowered = text.casefold()
+    for word in config.limits.blocked_words:
+        if re.search(rf"\b{re.escape(word.casefold())}\b", lowered):
+            raise InvalidRequest(field, "contains a word that is not allowed here")
+    return text
+
+
+def validate_amount(value: Any, *, allow_zero: bool = False) -> int:
+    """A whole number of tokens: 1..MAX_BALANCE (0 allowed for ``set``)."""
+    return number("amount", value, 0 if allow_zero else 1, MAX_BALANCE, integer=True)
+
+
+def validate_job_id(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.strip().lstrip("#")
+    return number("job", value, 1, MAX_JOB_ID, integer=True)
+
+
+def validate_user_id(field: str, value: Any) -> str:
+    """A platform user id: short, printable, no spaces (Discord snowflake, Slack U123...)."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise InvalidRequest(field, "is not a user id")
+    text = str(value).strip()
+    if not _ID_PATTERN.match(text):
+        raise InvalidRequest(field, "is not a user id")
+    return text
+
+
+def number(
+    field: str, value: Any, low: float, high: float, *, integer: bool = False, unit: str = ""
+) -> Any:
+    """Parse ``value`` as a finite number within [low, high]; reject bools, NaN, inf, junk."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidRequest(field, "must be a number")
+    if isinstance(value, str):
+        text = value.strip().lower().removesuffix("s").strip() if unit else value.strip()
+        try:
+            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except ValueError:
+            raise InvalidRequest(field, f"{value[:20]!r} is not a number") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest(field, "must be a finite number")
+    if integer and (isinstance(value, float) and not value.is_integer()):
+        raise InvalidRequest(field, "must be a whole number")
+    if not low <= value <= high:
+        raise InvalidRequest(field, f"must be between {low:g} and {high:g}{unit}")
+    return int(value) if integer else float(value)
+
+
+def _optional(value: Any, default: Any, parse: Any) -> Any:
+    return default if value is None or value == "" else parse(value)
+
+
+def price(config: Config, duration: float, model: str, fmt: str = "mp3") -> int:
+    """Tokens for a track: ``max(minimum, ceil(duration * per_second))`` × lossless multiplier."""
+    rate = config.price_for(model)
+    tokens = max(rate.minimum, math.ceil(round(duration * rate.per_second, 6)))
+    if fmt in ("wav", "flac"):
+        tokens = math.ceil(tokens * config.pricing.lossless_multiplier)
+    return int(tokens)

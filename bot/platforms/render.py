@@ -1,0 +1,147 @@
+"""Texts shared by every frontend: receipts, progress bars, results, errors, help.
+
+Plain text with light Markdown (``**bold**``, backticks) that Discord renders as is and the
+Slack adapter converts with :func:`to_slack_mrkdwn`. Keeping the wording here makes the
+platforms say the same thing.
+"""
+
+from __future__ import annotations
+
+from bot.core.errors import format_wait
+from bot.core.models import Job, JobEvent, JobState, LedgerEntry, QueueInfo, Receipt, Track
+
+NOISE_NOTE = "⚠️ Made with a random-initialised test model (`debug`): the audio is noise."
+
+
+def progress_bar(fraction: float, width: int = 20) -> str:
+    """``[████████░░░░░░░░░░░░] 40%`` for a fraction in 0..1."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = round(fraction * width)
+    return f"[{'█' * filled}{'░' * (width - filled)}] {round(fraction * 100)}%"
+
+
+def describe_request(job: Job) -> str:
+    """One line naming what was asked for."""
+    p = job.params
+    bits = [f"**{p.prompt}**", f"{p.duration:g} s", f"model `{p.model}`", f"seed {p.seed}"]
+    if p.genre:
+        bits.append(f"genre {p.genre}")
+    if p.tempo:
+        bits.append(f"{p.tempo} bpm")
+    if p.format != "mp3":
+        bits.append(p.format)
+    if p.continue_from is not None:
+        bits.append(f"continues #{p.continue_from}")
+    return " · ".join(bits)
+
+
+def eta_text(eta_s: float | None) -> str:
+    return f" · ETA ~{format_wait(eta_s)}" if eta_s is not None else ""
+
+
+def receipt_text(receipt: Receipt) -> str:
+    """First reply after ``/music``: job, price, balance and place in the queue."""
+    job = receipt.job
+    if receipt.duplicate:
+        return f"Job #{job.id} was already requested ({job.state.value}); nothing charged again."
+    place = "next in line" if receipt.position <= 1 else f"#{receipt.position} in the queue"
+    return (
+        f"🎵 Job #{job.id} queued — {place}{eta_text(receipt.eta_s)}\n"
+        f"{describe_request(job)}\n"
+        f"Charged **{receipt.price}** tokens · balance **{receipt.balance}**"
+    )
+
+
+def event_text(event: JobEvent) -> str:
+    """Status text for a job event (progress edits, failures, cancellations)."""
+    job = event.job
+    head = f"Job #{job.id} · {describe_request(job)}"
+    match event.kind.value:
+        case "queued" | "requeued":
+            pos = f"#{event.position} in the queue" if event.position else "queued"
+            return f"⏳ {head}\n{pos}{eta_text(event.eta_s)}"
+        case "started":
+            return f"🎛️ {head}\nGenerating… {progress_bar(0.0)}"
+        case "progress":
+            return f"🎛️ {head}\nGenerating… {progress_bar(event.progress)}{eta_text(event.eta_s)}"
+        case "done":
+            return f"✅ {head}\nDone."
+        case "failed":
+            return f"❌ {head}\n{failure_text(event)}"
+        case "cancelled":
+            return f"🛑 {head}\nCancelled. Refunded **{event.refunded}** tokens."
+    return head  # pragma: no cover - every kind is matched above
+
+
+def failure_text(event: JobEvent) -> str:
+    reason = event.message or "the generation failed"
+    refund = f" Refunded **{event.refunded}** tokens." if event.refunded else ""
+    return f"Generation failed: {reason}.{refund}"
+
+
+def result_text(job: Job, track: Track) -> str:
+    """Message sent with the finished file."""
+    lines = [
+        f"🎶 Job #{job.id} for <@{job.destination.user}>",
+        describe_request(job),
+        f"{track.duration_s:.1f} s · {track.format} · cost {job.price} tokens",
+    ]
+    if track.noise:
+        lines.append(NOISE_NOTE)
+    return "\n".join(lines)
+
+
+def balance_text(balance: int, whose: str = "Your") -> str:
+    return f"{whose} balance: **{balance}** tokens."
+
+
+def history_text(jobs: list[Job]) -> str:
+    if not jobs:
+        return "No tracks yet. Try `/music`."
+    icons = {JobState.QUEUED: "⏳", JobState.RUNNING: "🎛️", JobState.DONE: "✅",
+             JobState.FAILED: "❌", JobState.CANCELLED: "🛑"}
+    lines = [
+        f"{icons[j.state]} #{j.id} {j.state.value} · {j.price} tokens"
+        f"{' (refunded)' if j.refunded else ''} · {describe_request(j)}"
+        for j in jobs
+    ]
+    return "\n".join(lines)
+
+
+def queue_text(info: QueueInfo) -> str:
+    mine = "\n".join(f"#{job.id} {job.state.value} · position {pos}" for job, pos in info.mine)
+    return (
+        f"Queue: **{info.queued_total}** waiting, **{info.running_total}** generating"
+        f"{eta_text(info.eta_s)}\n" + (mine or "You have no jobs in the queue.")
+    )
+
+
+def ledger_text(entries: list[LedgerEntry]) -> str:
+    if not entries:
+        return "The ledger is empty."
+    return "\n".join(
+        f"{e.id}. {e.kind.value} {e.delta:+d} → {e.balance_after} · <@{e.account.user}>"
+        f"{f' · job #{e.job_id}' if e.job_id else ''} · by {e.actor}"
+        f"{f' · {e.reason}' if e.reason else ''}"
+        for e in entries
+    )
+
+
+def price_text(price: int, duration: float, model: str) -> str:
+    return f"A {duration:g} s track with `{model}` costs **{price}** tokens."
+
+
+HELP_TEXT = """\
+**/music** `prompt` `duration` — make a track (optional: model, seed, temperature, top_k, top_p, \
+cfg, genre, tempo, format).
+**/balance** — your tokens · **/history** — your recent tracks · **/queue** — what is waiting
+**/cancel** `[job]` — stop a queued or running job (tokens come back) · **/price** `duration`
+Buttons on a track: **Re-roll** (same request, new seed), **Extend** (continue it), **Cancel**.
+Admins: **/tokens grant|take|set** `member amount [reason]`, **/tokens ledger** `[member]`.
+Failed renders are refunded automatically. Same seed gives a similar track, not an identical one \
+on other hardware."""
+
+
+def to_slack_mrkdwn(text: str) -> str:
+    """Convert the shared Markdown (``**bold**``) to Slack mrkdwn (``*bold*``)."""
+    return text.replace("**", "*")
