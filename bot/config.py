@@ -147,7 +147,7 @@ class SlackConfig:
     enabled: bool = True
     """Start the Slack frontend when its tokens are set."""
     mode: str = "socket"
-    """``socket`` (needs SLACK_APP_TOKEN, no public URL) or ``http`` (needs SLACK_SIGNING_SECRET)."""
+    """``socket`` (SLACK_APP_TOKEN, no public URL) or ``http`` (SLACK_SIGNING_SECRET)."""
     http_host: str = "0.0.0.0"
     http_port: int = 3000
     admins: list[str] = field(default_factory=list)
@@ -256,7 +256,9 @@ def load_config(
     return config
 
 
-def _read_secrets(environ: typing.Mapping[str, str], dotenv: str | os.PathLike[str] | None) -> Secrets:
+def _read_secrets(
+    environ: typing.Mapping[str, str], dotenv: str | os.PathLike[str] | None
+) -> Secrets:
     values = dict(_parse_dotenv(Path(dotenv))) if dotenv and Path(dotenv).is_file() else {}
     values.update({k: v for k, v in environ.items() if k in SECRET_VARIABLES})
 
@@ -286,7 +288,7 @@ def _parse_dotenv(path: Path) -> typing.Iterator[tuple[str, str]]:
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     """Recursively turn a mapping into dataclass ``cls``, checking keys and types."""
     if not isinstance(raw, dict):
-        raise ConfigError(prefix or "(top level)", "expected a mapping of settings")
+        raise ConfigError(prefix.rstrip(".") or "(top level)", "expected a mapping of settings")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("env_only")}
     unknown = sorted(set(raw) - set(fields))
@@ -394,7 +396,8 @@ def validate(config: Config) -> None:
         (config.economy.daily_allowance >= 0, "economy.daily_allowance", "must be 0 or more"),
         (config.economy.allowance_cap >= 0, "economy.allowance_cap", "must be 0 or more"),
         (config.slack.mode in ("socket", "http"), "slack.mode", "must be socket or http"),
-        (0 < config.slack.http_port < 65536, "slack.http_port", "must be 1..65535"),
+        (0 <= config.slack.http_port < 65536, "slack.http_port",
+         "must be 0..65535 (0 picks a free port)"),
         (config.discord.progress_edit_interval_s >= 1, "discord.progress_edit_interval_s",
          "must be at least 1 (Discord rate-limits edits)"),
         (config.slack.progress_edit_interval_s >= 1, "slack.progress_edit_interval_s",

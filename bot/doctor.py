@@ -102,7 +102,7 @@ def check_database(config: Config) -> Check:
     except MusicBotError as exc:
         return Check("database", False, exc.user_message, "check database: in the config")
     if version < LATEST_VERSION:
-        return Check("database", False if version else True,
+        return Check("database", not version,
                      f"schema version {version}, latest {LATEST_VERSION}",
                      "musicbot db upgrade (run also upgrades on start)", warning=True)
     return Check("database", True, f"{config.database_path} at schema version {version}")

@@ -108,7 +108,7 @@ class Database:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = await _connect(self.path)
-            await self._writer.execute("PRAGMA journal_mode = WAL")
+            await _pragma(self._writer, "journal_mode = WAL")
             if migrate:
                 await self.upgrade()
             self._reader = await _connect(self.path)
@@ -201,11 +201,20 @@ class Database:
 async def _connect(path: Path) -> aiosqlite.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves; autocommit otherwise.
     conn = await aiosqlite.connect(path, isolation_level=None, timeout=30)
-    conn.row_factory = aiosqlite.Row
-    await conn.execute("PRAGMA foreign_keys = ON")
-    await conn.execute("PRAGMA busy_timeout = 30000")
-    await conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        conn.row_factory = aiosqlite.Row
+        for pragma in ("foreign_keys = ON", "busy_timeout = 30000", "synchronous = NORMAL"):
+            await _pragma(conn, pragma)
+    except BaseException:
+        await conn.close()  # a leaked connection's thread would keep the process alive
+        raise
     return conn
+
+
+async def _pragma(conn: aiosqlite.Connection, pragma: str) -> None:
+    # Finish the statement at once: an open PRAGMA cursor can hold a lock on the file.
+    async with conn.execute(f"PRAGMA {pragma}") as cursor:
+        await cursor.fetchall()
 
 
 async def _fetchone(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:

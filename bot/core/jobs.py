@@ -19,12 +19,20 @@ _SELECT = (
 )
 
 # Fair order: every member's oldest queued job first, then everyone's second, and so on, so
-# one member's five jobs cannot starve the others.
+# one member's five jobs cannot starve the others. Turns are counted over *queued* jobs only,
+# so once a member's first job starts their second is "first" again; ties between equal
+# turns therefore go to the member served least recently (``served``: when their latest job
+# started; never = 0), which makes the order a round robin instead of "oldest id wins".
 FAIR_QUEUE = (
-    "SELECT id, batch_key, params, account_id, "
-    "ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY id) AS turn "
-    "FROM jobs WHERE state = 'queued'"
+    "SELECT q.id, q.batch_key, q.params, q.account_id, "
+    "ROW_NUMBER() OVER (PARTITION BY q.account_id ORDER BY q.id) AS turn, "
+    "COALESCE(s.served, 0) AS served "
+    "FROM jobs q LEFT JOIN (SELECT account_id, MAX(started_at) AS served FROM jobs "
+    "WHERE account_id IN (SELECT account_id FROM jobs WHERE state = 'queued') "
+    "GROUP BY account_id) s ON s.account_id = q.account_id "
+    "WHERE q.state = 'queued'"
 )
+FAIR_ORDER = "turn, served, id"
 
 
 def job_from_row(row: aiosqlite.Row) -> Job:
@@ -85,13 +93,13 @@ async def select(conn: aiosqlite.Connection, where: str, params: Sequence[object
 async def claim(conn: aiosqlite.Connection, max_batch: int, now: float) -> list[Job]:
     """Move up to ``max_batch`` compatible queued jobs to running, fairest first."""
     async with conn.execute(
-        f"SELECT batch_key FROM ({FAIR_QUEUE}) ORDER BY turn, id LIMIT 1"
+        f"SELECT batch_key FROM ({FAIR_QUEUE}) ORDER BY {FAIR_ORDER} LIMIT 1"
     ) as cursor:
         head = await cursor.fetchone()
     if head is None:
         return []
     async with conn.execute(
-        f"SELECT id FROM ({FAIR_QUEUE}) WHERE batch_key = ? ORDER BY turn, id LIMIT ?",
+        f"SELECT id FROM ({FAIR_QUEUE}) WHERE batch_key = ? ORDER BY {FAIR_ORDER} LIMIT ?",
         (head[0], max_batch),
     ) as cursor:
         ids = [row[0] for row in await cursor.fetchall()]
@@ -148,7 +156,9 @@ async def request_cancel(conn: aiosqlite.Connection, job_id: int) -> bool:
     return changed is not None
 
 
-async def set_destination(conn: aiosqlite.Connection, job_id: int, destination: Destination) -> None:
+async def set_destination(
+    conn: aiosqlite.Connection, job_id: int, destination: Destination
+) -> None:
     await conn.execute("UPDATE jobs SET destination = ? WHERE id = ?",
                        (destination.to_json(), job_id))
 
@@ -156,7 +166,7 @@ async def set_destination(conn: aiosqlite.Connection, job_id: int, destination: 
 async def position(conn: aiosqlite.Connection, job_id: int) -> int:
     """1-based place of a queued job in the fair order (0 if it is not queued)."""
     async with conn.execute(
-        f"SELECT pos FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY turn, id) AS pos "
+        f"SELECT pos FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY {FAIR_ORDER}) AS pos "
         f"FROM ({FAIR_QUEUE})) WHERE id = ?",
         (job_id,),
     ) as cursor:
@@ -167,7 +177,7 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
 async def seconds_ahead(conn: aiosqlite.Connection, job_id: int | None) -> float:
     """Audio seconds queued before ``job_id`` (all queued when None) plus running jobs."""
     async with conn.execute(
-        f"SELECT id, params FROM ({FAIR_QUEUE}) ORDER BY turn, id"
+        f"SELECT id, params FROM ({FAIR_QUEUE}) ORDER BY {FAIR_ORDER}"
     ) as cursor:
         rows = await cursor.fetchall()
     total = 0.0

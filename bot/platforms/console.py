@@ -12,9 +12,9 @@ import asyncio
 import shlex
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from bot.core.errors import InvalidRequest, MusicBotError
@@ -156,7 +156,8 @@ class ConsoleFrontend:
     async def _cmd_balance(self, args: list[str]) -> CommandResult:
         member = args[0] if args else None
         balance = await self.service.balance(self.actor, member)
-        return CommandResult(True, render.balance_text(balance, f"{member}'s" if member else "Your"))
+        whose = f"{member}'s" if member else "Your"
+        return CommandResult(True, render.balance_text(balance, whose))
 
     async def _cmd_history(self, args: list[str]) -> CommandResult:
         return CommandResult(True, render.history_text(await self.service.history(self.actor)))

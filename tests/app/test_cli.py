@@ -1,0 +1,112 @@
+"""The `musicbot` command as an operator uses it: console, generate, doctor, db, failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydub import AudioSegment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def musicbot(*args: str, cwd: Path, path_env: str | None = None,
+             timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISCORD_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
+                        "SLACK_SIGNING_SECRET", "MUSICBOT_CONFIG")}
+    env["PYTHONPATH"] = str(ROOT)
+    if path_env is not None:
+        env["PATH"] = path_env
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def mp3_path(output: str) -> Path:
+    lines = [line for line in output.splitlines() if line.startswith("MP3 written: ")]
+    assert lines, output
+    return Path(lines[-1].removeprefix("MP3 written: "))
+
+
+def test_console_music_then_balance_makes_an_mp3_and_charges(tmp_path: Path) -> None:
+    done = musicbot("console", "--model", "debug", "-c", '/music prompt:"lofi hip hop" duration:3',
+                    "-c", "/balance", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    track = mp3_path(done.stdout)
+    audio = AudioSegment.from_file(track, format="mp3")
+    assert 2.8 <= audio.duration_seconds <= 3.3
+    assert "noise" in done.stdout  # the debug model is announced as noise
+    assert "Charged 10 tokens · balance 190" in done.stdout
+    assert "Your balance: 190 tokens." in done.stdout
+    assert (tmp_path / "musicbot.sqlite3").exists()
+
+
+def test_console_script_fails_when_a_command_fails(tmp_path: Path) -> None:
+    done = musicbot("console", "--model", "debug", "-c", "/music prompt:x duration:999",
+                    "-c", "/balance", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Invalid duration: must be between 1 and 30 seconds" in done.stdout
+    assert "Your balance: 200 tokens." in done.stdout  # nothing was charged
+
+
+def test_generate_writes_the_requested_file(tmp_path: Path) -> None:
+    done = musicbot("generate", "ambient drone", "--duration", "2", "--model", "debug",
+                    "--seed", "7", "-o", "out/drone.mp3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    audio = AudioSegment.from_file(tmp_path / "out" / "drone.mp3", format="mp3")
+    assert 1.8 <= audio.duration_seconds <= 2.3
+    assert "seed 7" in done.stdout
+    assert "NOISE" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("generation:\n  max_batch: [1,\n", "not valid YAML (line 3)"),
+        ("generation:\n  max_batchh: 2\n", "Configuration error at 'generation.max_batchh'"),
+    ],
+)
+def test_a_broken_config_is_one_clear_message(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "config.yaml").write_text(text)
+    done = musicbot("console", "-c", "/balance", cwd=tmp_path)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_missing_ffmpeg_is_one_clear_message(tmp_path: Path) -> None:
+    empty_path = tmp_path / "bin"
+    empty_path.mkdir()
+    done = musicbot("console", "--model", "debug", "-c", "/balance", cwd=tmp_path,
+                    path_env=str(empty_path))
+    assert done.returncode == 2
+    assert "ffmpeg is not installed" in done.stderr
+    assert "apt-get install -y ffmpeg" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_doctor_reports_each_check_and_the_way_out(tmp_path: Path) -> None:
+    done = musicbot("doctor", "--model", "debug", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[ok  ] ffmpeg" in done.stdout
+    assert "[ok  ] model debug" in done.stdout and "noise" in done.stdout
+    assert "set DISCORD_TOKEN" in done.stdout
+
+
+def test_doctor_explains_an_unloadable_model(tmp_path: Path) -> None:
+    done = musicbot("doctor", "--model", str(tmp_path / "no-such-checkpoint"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "[FAIL] model" in done.stdout
+    assert "debug" in done.stdout
+
+
+def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
+    first = musicbot("db", "upgrade", cwd=tmp_path)
+    second = musicbot("db", "upgrade", cwd=tmp_path)
+    assert first.returncode == second.returncode == 0
+    assert "applied migrations [1]" in first.stdout
+    assert "up to date" in second.stdout

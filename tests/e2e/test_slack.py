@@ -1,0 +1,394 @@
+"""Slack end to end: real slack-bolt and slack_sdk, the real core and worker, a fake Slack.
+
+Members type ``/music`` and click buttons through the fake (Socket Mode envelopes or signed
+HTTP posts); the tests check what they would see in Slack and what happened to their tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.core.db import Database
+from bot.core.errors import ConfigError
+from bot.core.models import (
+    AccountKey,
+    Destination,
+    EventKind,
+    GenerationParams,
+    Job,
+    JobEvent,
+    JobState,
+    LedgerKind,
+)
+from bot.core.service import MusicService
+from bot.platforms.slack_bot import SlackFrontend
+from tests.e2e.slack_fixtures import (
+    ADMIN,
+    CHANNEL,
+    MEMBER,
+    OTHER,
+    PRIVATE,
+    STARTING_BALANCE,
+    RunningBot,
+    SlackWorld,
+    make_config,
+    open_world,
+    running_app,
+)
+from tests.fakes.slack_fake import FakeSlack, Message, SharedFile
+
+PRICE_1S = 10  # default pricing: max(10, 2 tokens per second)
+
+# one App (and one model load) for the module: every test runs on its event loop
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bot(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningBot]:
+    async with running_app(tmp_path_factory.mktemp("slack-bot")) as running:
+        yield running
+
+
+@pytest.fixture
+def mode() -> str:
+    return "socket"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def world(bot: RunningBot, mode: str) -> AsyncIterator[SlackWorld]:
+    async with open_world(bot, mode) as opened:
+        yield opened
+
+
+def job_id_of(message: Message) -> int:
+    """The job number a status message shows ("Job #12 queued…")."""
+    return int(message.text.split("Job #")[1].split(" ")[0])
+
+
+async def status_message(world: SlackWorld, index: int = 0, channel: str = CHANNEL) -> Message:
+    """The ``index``-th status message the bot posted in ``channel``."""
+    found = await world.fake.wait_for(lambda: world.fake.messages_in(channel)[index:])
+    return found[0]
+
+
+async def make_track(world: SlackWorld, text: str) -> tuple[int, SharedFile]:
+    """/music, then wait for the upload; returns the job id and the shared file."""
+    before = len(world.fake.shared_files)
+    ack = await world.command(text)
+    assert ack.status == 200
+    job_id = job_id_of(await status_message(world, len(world.fake.messages_in(CHANNEL)) - 1))
+    await world.wait_job(job_id)
+    shared = await world.fake.wait_for(lambda: world.fake.shared_files[before:])
+    return job_id, shared[0]
+
+
+def ffprobe(data: bytes, tmp_path: Path) -> dict:
+    path = tmp_path / "uploaded.mp3"
+    path.write_bytes(data)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=format_name,duration",
+         "-of", "json", str(path)], capture_output=True, check=True, text=True).stdout
+    return json.loads(out)["format"]
+
+
+def button_ids(blocks: list[dict] | None) -> list[str]:
+    return [e["action_id"] for b in blocks or [] if b["type"] == "actions" for e in b["elements"]]
+
+
+# ---------------------------------------------------------------------- happy path
+
+
+@pytest.mark.parametrize("mode", ["socket", "http"])
+async def test_music_is_charged_generated_and_uploaded_as_mp3(
+    world: SlackWorld, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    ack = await world.command("calm piano with rain --duration 1 --seed 7")
+    assert ack.status == 200 and time.monotonic() - started < 3  # Slack's 3-second rule
+
+    status = await status_message(world)
+    job_id = job_id_of(status)
+    assert f"Job #{job_id} queued" in status.text and "Charged *10* tokens" in status.text
+    assert button_ids(status.blocks) == [f"musicbot_cancel:{job_id}"]
+
+    job = await world.wait_job(job_id)
+    assert job.state is JobState.DONE
+    shared = (await world.fake.wait_for(lambda: world.fake.shared_files))[0]
+    assert shared.channel == CHANNEL and shared.filename == f"musicbot-{job_id}.mp3"
+    probe = ffprobe(shared.data, tmp_path)
+    assert probe["format_name"] == "mp3"
+    assert 0.5 < float(probe["duration"]) < 2.0
+    text = shared.blocks[0]["text"]["text"]
+    assert f"<@{MEMBER}>" in text and "*calm piano with rain*" in text and "seed 7" in text
+    assert button_ids(shared.blocks) == [f"musicbot_reroll:{job_id}", f"musicbot_extend:{job_id}"]
+
+    await world.fake.wait_for(lambda: "Done." in status.text)
+    assert button_ids(status.blocks) == []  # no Cancel on a finished job
+    assert await world.balance() == STARTING_BALANCE - PRICE_1S
+
+
+async def test_slack_retry_of_the_same_command_charges_once(world: SlackWorld) -> None:
+    payload = world.fake.slash_command("drum loop --duration 1", user=MEMBER, channel=CHANNEL)
+    await world.fake.send_socket("slash_commands", payload)
+    await world.fake.send_socket("slash_commands", dict(payload))  # Slack re-sends on timeout
+    await world.wait_private("already requested")
+    await world.wait_job(job_id_of(await status_message(world)))
+    assert await world.balance() == STARTING_BALANCE - PRICE_1S
+    assert len(world.fake.messages_in(CHANNEL)) == 1
+
+
+# ---------------------------------------------------------------------- money
+
+
+async def test_insufficient_tokens_charges_nothing(world: SlackWorld) -> None:
+    await world.command(f"admin set <@{MEMBER}|ann> 5 testing", user=ADMIN)
+    await world.wait_private("balance: *5* tokens", user=ADMIN)
+    ledger_before = await world.ledger()
+
+    await world.command("epic orchestra --duration 1")
+    text = await world.wait_private("Not enough tokens")
+    assert "costs 10" in text and "balance is 5" in text
+    assert await world.balance() == 5
+    assert await world.ledger() == ledger_before
+    assert world.fake.messages_in(CHANNEL) == []
+    assert await world.jobs() == []
+
+
+async def test_failed_delivery_is_refunded_with_an_invite_hint(world: SlackWorld) -> None:
+    # a private channel: when the upload says not_in_channel, joining cannot fix it
+    world.fake.add_channel(PRIVATE, "secret", private=True)
+    world.fake.fail("files.completeUploadExternal", "not_in_channel", times=None)
+
+    await world.command("lullaby --duration 1", channel=PRIVATE)
+    status = await status_message(world, channel=PRIVATE)
+    job = await world.wait_job(job_id_of(status))
+    assert job.state is JobState.FAILED and job.refunded == PRICE_1S
+    assert await world.balance() == STARTING_BALANCE
+    await world.fake.wait_for(lambda: "Refunded *10* tokens" in status.text)
+    assert "/invite @musicbot" in status.text
+    assert world.fake.shared_files == []
+    assert [c["channel"] for c in world.fake.calls_to("conversations.join")] == [PRIVATE]
+    kinds = [e.kind for e in await world.ledger(MEMBER)]
+    assert kinds == [LedgerKind.REFUND, LedgerKind.CHARGE, LedgerKind.STARTING]
+
+
+async def test_rate_limited_upload_is_retried_and_delivered(world: SlackWorld) -> None:
+    world.service.delivery_retry_delays = (0.05,)
+    world.fake.fail("files.completeUploadExternal", "ratelimited", status=429, retry_after=1)
+    try:
+        job_id, shared = await make_track(world, "bossa nova --duration 1")
+    finally:
+        del world.service.delivery_retry_delays
+    assert shared.channel == CHANNEL
+    assert (await world.service.get_job(job_id)).state is JobState.DONE
+    assert len(world.fake.calls_to("files.completeUploadExternal")) == 2
+    assert await world.balance() == STARTING_BALANCE - PRICE_1S
+
+
+async def test_channel_the_bot_cannot_post_in_refunds_at_once(world: SlackWorld) -> None:
+    world.fake.add_channel(PRIVATE, "secret", private=True, bot_member=False)
+
+    await world.command("ambient drone --duration 1", channel=PRIVATE)
+    text = await world.wait_private("/invite @musicbot")
+    assert "10 tokens were refunded" in text
+    (job,) = await world.jobs()
+    assert (await world.wait_job(job.id)).state is JobState.CANCELLED
+    assert await world.balance() == STARTING_BALANCE
+
+
+async def test_public_channel_is_joined_before_posting(world: SlackWorld) -> None:
+    world.fake.channels[CHANNEL].bot_member = False
+    await world.command("sea shanty --duration 1")
+    await status_message(world)
+    assert [c["channel"] for c in world.fake.calls_to("conversations.join")] == [CHANNEL]
+
+
+# ---------------------------------------------------------------------- buttons
+
+
+@pytest.mark.parametrize("mode", ["http"])
+async def test_cancel_button_and_command_refund(world: SlackWorld) -> None:
+    # a long first job keeps the worker busy; the second waits in the queue
+    await world.command("long intro --duration 20")
+    await world.command("second song --duration 1")
+    first_id = job_id_of(await status_message(world, 0))
+    second = await status_message(world, 1)
+    second_id = job_id_of(second)
+
+    ack = await world.click(f"musicbot_cancel:{second_id}")
+    assert ack.status == 200
+    text = await world.wait_private(f"Job #{second_id} cancelled")
+    assert "Refunded *10* tokens" in text
+    assert (await world.wait_job(second_id)).state is JobState.CANCELLED
+    await world.fake.wait_for(lambda: "Cancelled." in second.text)
+
+    await world.command("cancel")  # the newest active job: the long one
+    await world.wait_private(f"#{first_id}")
+    first = await world.wait_job(first_id)
+    assert first.state is JobState.CANCELLED and first.refunded == first.price
+    assert await world.balance() == STARTING_BALANCE
+
+
+async def test_someone_elses_cancel_button_is_refused(world: SlackWorld) -> None:
+    await world.command("long intro --duration 20")
+    job_id = job_id_of(await status_message(world))
+    await world.click(f"musicbot_cancel:{job_id}", user=OTHER)
+    await world.wait_private("not allowed to cancel", user=OTHER)
+    assert not (await world.service.get_job(job_id)).cancel_requested
+
+
+async def test_reroll_button_makes_a_new_charged_track(world: SlackWorld) -> None:
+    first_id, first = await make_track(world, "jazz trio --duration 1 --seed 7")
+    await world.click(button_ids(first.blocks)[0])  # 🎲 Re-roll
+    second = await world.fake.wait_for(lambda: world.fake.shared_files[1:])
+    rerolled = await world.wait_job((await world.jobs())[-1].id)
+    assert rerolled.id != first_id and rerolled.state is JobState.DONE
+    assert rerolled.params.prompt == "jazz trio" and rerolled.params.seed != 7
+    assert second[0].filename == f"musicbot-{rerolled.id}.mp3"
+    assert await world.balance() == STARTING_BALANCE - 2 * PRICE_1S
+
+
+async def test_extend_button_continues_the_track(world: SlackWorld, tmp_path: Path) -> None:
+    first_id, first = await make_track(world, "funk groove --duration 1")
+    await world.click(button_ids(first.blocks)[1])  # ⏩ Extend
+    second = (await world.fake.wait_for(lambda: world.fake.shared_files[1:]))[0]
+    extended = await world.wait_job((await world.jobs())[-1].id)
+    assert extended.params.continue_from == first_id and extended.state is JobState.DONE
+    assert float(ffprobe(second.data, tmp_path)["duration"]) > 1.5  # the original plus more
+    assert f"continues #{first_id}" in second.blocks[0]["text"]["text"]
+    assert await world.balance() == STARTING_BALANCE - 2 * PRICE_1S
+
+
+# ---------------------------------------------------------------------- admins and input
+
+
+async def test_non_admin_cannot_grant_tokens(world: SlackWorld) -> None:
+    await world.command(f"admin grant <@{MEMBER}|ann> 1000 please")
+    await world.wait_private("not allowed to manage tokens")
+    assert await world.balance() == STARTING_BALANCE
+    assert [e.kind for e in await world.ledger(MEMBER)] == [LedgerKind.STARTING]
+
+
+async def test_workspace_admin_grants_and_reads_the_ledger(world: SlackWorld) -> None:
+    await world.command(f"admin grant <@{MEMBER}> 50 birthday", user=ADMIN)
+    await world.wait_private("balance: *150* tokens", user=ADMIN)
+    await world.command(f"admin ledger {MEMBER}", user=ADMIN)
+    text = await world.wait_private("grant +50", user=ADMIN)
+    assert "birthday" in text
+    assert await world.balance() == STARTING_BALANCE + 50
+
+
+@pytest.mark.parametrize("text", ["drums --speed 3", "", "--duration 5"])
+async def test_malformed_text_gets_the_usage(world: SlackWorld, text: str) -> None:
+    await world.command(text)
+    answer = await world.wait_private("*Usage:*")
+    assert "/music <prompt>" in answer
+    assert world.fake.messages_in(CHANNEL) == []
+    assert await world.ledger() == []  # not even an account was opened
+
+
+async def test_invalid_value_is_explained_and_not_charged(world: SlackWorld) -> None:
+    await world.command("drums --duration 500")
+    assert "duration" in (await world.wait_private("Invalid")).lower()
+    assert await world.balance() == STARTING_BALANCE
+
+
+async def test_balance_price_and_help(world: SlackWorld) -> None:
+    await world.command("balance")
+    await world.wait_private(f"Your balance: *{STARTING_BALANCE}* tokens")
+    await world.command("price 20")
+    await world.wait_private("A 20 s track with `debug` costs *40* tokens")
+    await world.command("help")
+    await world.wait_private("/music admin grant")
+
+
+async def test_app_home_shows_balance_queue_and_tracks(world: SlackWorld) -> None:
+    await make_track(world, "morning coffee --duration 1")
+    await world.fake.send_socket("events_api", world.fake.home_opened(MEMBER))
+    view = await world.fake.wait_for(lambda: world.fake.views.get(MEMBER))
+    texts = " ".join(b["text"]["text"] for b in view["blocks"] if b["type"] == "section")
+    assert view["type"] == "home"
+    assert f"*{STARTING_BALANCE - PRICE_1S}* tokens" in texts and "morning coffee" in texts
+
+
+# ---------------------------------------------------------------------- HTTP signatures
+
+
+@pytest.mark.parametrize("mode", ["http"])
+async def test_forged_or_stale_requests_are_rejected(world: SlackWorld) -> None:
+    payload = world.fake.slash_command("free music --duration 1", user=MEMBER, channel=CHANNEL)
+    forged = await world.fake.send_http("slash_commands", payload, secret="wrong-secret")
+    stale = await world.fake.send_http("slash_commands", payload,
+                                       timestamp=int(time.time()) - 600)
+    assert (forged.status, stale.status) == (401, 401)
+    assert world.fake.messages == [] and world.fake.responses == []
+    assert await world.ledger() == []
+
+
+@pytest.mark.parametrize(("mode", "wrong"), [("socket", "bot_token"), ("socket", "app_token"),
+                                              ("http", "bot_token")])
+async def test_rejected_tokens_fail_fast_with_a_clear_message(
+    tmp_path: Path, mode: str, wrong: str
+) -> None:
+    fake = FakeSlack(**{wrong: "xoxb-revoked"})
+    await fake.start()
+    config = make_config(tmp_path, mode)
+    try:
+        async with Database(config.database_path) as db:
+            frontend = SlackFrontend(config, MusicService(config, db), base_url=fake.api_url)
+            with pytest.raises(ConfigError) as caught:
+                await frontend.start()
+            await frontend.stop()
+    finally:
+        await fake.stop()
+    assert caught.value.key == f"SLACK_{wrong.upper()}"
+    assert "Slack rejected it (invalid_auth)" in caught.value.user_message
+    assert "xoxb-fake-bot" not in caught.value.user_message  # never echo a secret
+
+
+# ---------------------------------------------------------------------- throttling
+
+
+async def test_progress_edits_are_throttled_but_final_states_always_shown(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    fake = FakeSlack()
+    await fake.start()
+    fake.add_channel(CHANNEL, "music")
+    config = make_config(tmp_path)
+    try:
+        async with Database(config.database_path) as db:
+            frontend = SlackFrontend(config, MusicService(config, db), base_url=fake.api_url,
+                                     clock=lambda: now[0])
+            await frontend.app.client.chat_postMessage(channel=CHANNEL, text="queued")
+            job = _job(fake.messages[0].ts)
+            for fraction in (0.1, 0.2, 0.3):
+                await frontend.notify(JobEvent(EventKind.PROGRESS, job, progress=fraction))
+            assert [e["text"].endswith("10%") for e in fake.messages[0].edits] == [True]
+            now[0] += config.slack.progress_edit_interval_s
+            await frontend.notify(JobEvent(EventKind.PROGRESS, job, progress=0.6))
+            await frontend.notify(JobEvent(EventKind.FAILED, job, refunded=10, message="oom"))
+            edits = [e["text"] for e in fake.messages[0].edits]
+            assert len(edits) == 3 and edits[1].endswith("60%")
+            assert "Refunded *10* tokens" in edits[2]
+    finally:
+        await fake.stop()
+
+
+def _job(status_ts: str) -> Job:
+    params = GenerationParams(prompt="test", duration=1.0, model="debug", seed=1)
+    return Job(
+        id=99, account=AccountKey("slack", "T0FAKE", MEMBER), params=params,
+        state=JobState.RUNNING, price=10, idempotency_key="k", attempts=1, max_attempts=1,
+        destination=Destination("slack", "T0FAKE", CHANNEL, MEMBER, status_ref=status_ts),
+        error=None, cancel_requested=False, created_at=0.0, started_at=0.0, finished_at=None,
+        track_path=None,
+    )
