@@ -74,7 +74,7 @@ def event_text(event: JobEvent) -> str:
 
 
 def failure_text(event: JobEvent) -> str:
-    reason = event.message or "the generation failed"
+    reason = (event.message or "the generation failed").rstrip(".")
     refund = f" Refunded **{event.refunded}** tokens." if event.refunded else ""
     return f"Generation failed: {reason}.{refund}"
 

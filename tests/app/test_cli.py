@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,26 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == second.returncode == 0
     assert "applied migrations [1]" in first.stdout
     assert "up to date" in second.stdout
+
+
+def test_run_without_tokens_uses_the_console_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISCORD_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
+                        "SLACK_SIGNING_SECRET", "MUSICBOT_CONFIG")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--model", "debug"],
+                            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "musicbot is running" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    output = "".join(seen) + rest
+    assert proc.returncode == 0, output
+    assert "starting the console frontend" in output
+    assert "random weights, the output is NOISE" in output
+    assert "shutting down" in output

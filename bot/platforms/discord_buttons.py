@@ -1,0 +1,136 @@
+"""Persistent buttons: Re-roll, Extend and Cancel, carrying the job id in their custom_id.
+
+They are :class:`discord.ui.DynamicItem` s: the client matches any clicked custom_id
+against ``musicbot:<action>:<job id>``, so buttons posted before a restart keep working
+without remembering anything in memory. Each click answers quickly and calls the core; the
+core decides who may do what (re-roll in the same community, cancel by owner or admin).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.core.errors import MusicBotError
+
+if TYPE_CHECKING:
+    from bot.platforms.discord_bot import DiscordFrontend
+
+log = logging.getLogger(__name__)
+
+EXTEND_SECONDS = 10
+"""How much audio the Extend button adds."""
+PREFIX = "musicbot"
+
+
+def _frontend(interaction: discord.Interaction[Any]) -> DiscordFrontend:
+    return interaction.client.frontend  # type: ignore[attr-defined]
+
+
+class _JobButton:
+    """Shared behaviour: build the button, parse the job id, route errors to the member."""
+
+    action = ""
+    label = ""
+    style = discord.ButtonStyle.secondary
+
+    @classmethod
+    def button(cls, job_id: int) -> discord.ui.Button[Any]:
+        return discord.ui.Button(label=cls.label, style=cls.style,
+                                 custom_id=f"{PREFIX}:{cls.action}:{job_id}")
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: Any
+    ) -> Any:
+        return cls(int(match["job"]))  # type: ignore[call-arg]
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self.run(interaction, _frontend(interaction))
+        except MusicBotError as err:
+            await send_ephemeral(interaction, err.user_message)
+        except Exception:
+            log.exception("the %s button failed", self.action)
+            await send_ephemeral(interaction, "Something went wrong on our side. Please try "
+                                 "again in a moment.")
+
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+        raise NotImplementedError
+
+
+class RerollButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
+                   template=rf"{PREFIX}:reroll:(?P<job>[0-9]+)"):
+    """Same request, new random seed; charged again (the receipt shows the price)."""
+
+    action, label, style = "reroll", "🎲 Re-roll", discord.ButtonStyle.primary
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(self.button(job_id))
+        self.job_id = job_id
+
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+        service = frontend.service
+        await frontend.start_job(interaction, lambda actor, dest, key: service.reroll(
+            actor, self.job_id, dest, key))
+
+
+class ExtendButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
+                   template=rf"{PREFIX}:extend:(?P<job>[0-9]+)"):
+    """Continue the finished track by :data:`EXTEND_SECONDS` (charged as new audio)."""
+
+    action, label = "extend", f"⏩ Extend +{EXTEND_SECONDS} s"
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(self.button(job_id))
+        self.job_id = job_id
+
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+        service = frontend.service
+        await frontend.start_job(interaction, lambda actor, dest, key: service.extend(
+            actor, self.job_id, EXTEND_SECONDS, dest, key))
+
+
+class CancelButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
+                   template=rf"{PREFIX}:cancel:(?P<job>[0-9]+)"):
+    """Cancel a queued or running job (its requester or an admin); refunds follow."""
+
+    action, label, style = "cancel", "🛑 Cancel", discord.ButtonStyle.danger
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(self.button(job_id))
+        self.job_id = job_id
+
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+        await frontend.cancel_job(interaction, self.job_id)
+
+
+DYNAMIC_ITEMS = (RerollButton, ExtendButton, CancelButton)
+
+
+def status_view(job_id: int) -> discord.ui.View:
+    """Buttons on a queued or running job's status message."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
+def result_view(job_id: int) -> discord.ui.View:
+    """Buttons on a delivered track."""
+    view = discord.ui.View(timeout=None)
+    for item in (RerollButton(job_id), ExtendButton(job_id), CancelButton(job_id)):
+        view.add_item(item)
+    return view
+
+
+async def send_ephemeral(interaction: discord.Interaction[Any], text: str) -> None:
+    """Answer only the member, whether or not the interaction was already acknowledged."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not answer an interaction: %s", exc.status)

@@ -1,0 +1,106 @@
+"""Posting and editing on Discord from a stored :class:`Destination` (no live interaction).
+
+While the interaction token is valid the bot answers through the interaction's webhook
+(works everywhere the command worked, no channel permission needed). After it expires
+(15 minutes, a long queue can outlive it) it posts a normal message in the channel that
+mentions the member, or a DM when the command came from a DM. Discord errors become
+:class:`DeliveryError`, retryable when waiting may help (429, 5xx, network).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import discord
+
+from bot.core.errors import DeliveryError
+from bot.core.models import Destination, Job, Track
+
+log = logging.getLogger(__name__)
+
+
+class Sender:
+    """Sends as the bot through ``client`` (which must be logged in)."""
+
+    def __init__(self, client: discord.Client, clock: Callable[[], float]) -> None:
+        self._client = client
+        self._clock = clock
+
+    def token_valid(self, dest: Destination) -> bool:
+        return bool(dest.interaction_token and dest.token_expires_at
+                    and self._clock() < dest.token_expires_at)
+
+    def _webhook(self, dest: Destination) -> discord.Webhook:
+        app_id = dest.extra.get("application_id") or self._client.application_id
+        assert dest.interaction_token is not None
+        return discord.Webhook.partial(int(app_id), dest.interaction_token, client=self._client)
+
+    async def edit(self, dest: Destination, message_id: int, text: str,
+                   view: discord.ui.View | None) -> None:
+        """Edit a status message: through the webhook while it lives, else as the bot."""
+        if self.token_valid(dest):
+            try:
+                await self._webhook(dest).edit_message(message_id, content=text, view=view)
+                return
+            except (discord.NotFound, discord.Forbidden):
+                pass  # token revoked early: the bot may still edit its own message
+        channel = self._client.get_partial_messageable(int(dest.channel))
+        await channel.get_partial_message(message_id).edit(content=text, view=view)
+
+    async def deliver(self, job: Job, track: Track, text: str, view: discord.ui.View) -> None:
+        """Upload ``track`` with ``text`` and ``view`` to the job's destination.
+
+        Raises:
+            DeliveryError: Discord refused the upload or could not be reached.
+        """
+        dest = job.destination
+        if not Path(track.path).is_file():
+            raise DeliveryError("the track file is missing", retryable=False)
+        try:
+            if self.token_valid(dest):
+                try:
+                    with _files(job, track) as files:
+                        await self._webhook(dest).send(text, files=files, view=view, wait=True)
+                    return
+                except (discord.NotFound, discord.Forbidden):
+                    log.info("interaction token of job %d no longer works; posting instead",
+                             job.id)
+            await self._post(dest, job, track, text, view)
+        except discord.HTTPException as exc:
+            retryable = exc.status == 429 or exc.status >= 500
+            raise DeliveryError(f"Discord answered {exc.status} ({exc.text or 'no details'})",
+                                retryable=retryable) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"Discord could not be reached ({type(exc).__name__})") from None
+
+    async def _post(self, dest: Destination, job: Job, track: Track, text: str,
+                    view: discord.ui.View) -> None:
+        """After expiry: in the channel (mentioning the member, in ``text``) or by DM."""
+        if dest.extra.get("dm"):
+            channel: discord.abc.Messageable = await self._client.create_dm(
+                discord.Object(int(dest.user)))
+        else:
+            channel = self._client.get_partial_messageable(int(dest.channel))
+        with _files(job, track) as files:
+            await channel.send(text, files=files, view=view)
+
+
+@contextlib.contextmanager
+def _files(job: Job, track: Track) -> Iterator[list[discord.File]]:
+    """Fresh attachments for one request (a File is consumed by sending it)."""
+    files = [discord.File(track.path, filename=f"musicbot-{job.id}.{track.format}")]
+    waveform = Path(track.waveform_path) if track.waveform_path else None
+    # The waveform is a nicety: leave it out rather than risk the upload limit.
+    if waveform and waveform.is_file() and (
+        track.size_bytes + waveform.stat().st_size <= job.destination.upload_limit
+    ):
+        files.append(discord.File(waveform, filename=f"musicbot-{job.id}-waveform.png"))
+    try:
+        yield files
+    finally:
+        for file in files:
+            file.close()
