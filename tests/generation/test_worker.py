@@ -1,0 +1,249 @@
+"""The worker against the real MusicService, a real SQLite file and the debug MusicGen."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from pydub import AudioSegment
+
+from bot.config import Config
+from bot.core.db import Database
+from bot.core.models import EventKind, JobState, LedgerKind
+from bot.core.service import MusicService
+from generation.engine import Engine, GenerationRequest
+from generation.worker import Worker
+from tests.generation.conftest import ADMIN, MEMBER, RecordingFrontend, queue
+
+
+def record_batches(engine: Engine) -> list[int]:
+    """Sizes of the batches the engine is asked to generate (via its fault hook)."""
+    sizes: list[int] = []
+    engine.fault_hook = lambda batch: sizes.append(len(batch))
+    return sizes
+
+
+async def refunds(service: MusicService, job_id: int) -> int:
+    entries = await service.ledger(ADMIN, MEMBER.user, limit=200)
+    return sum(1 for e in entries if e.kind is LedgerKind.REFUND and e.job_id == job_id)
+
+
+async def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_queued_jobs_share_one_generate_call_and_are_delivered_as_mp3(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    sizes = record_batches(engine)
+    jobs = [await queue(service, f"song {i}", seed=i, duration=2) for i in range(3)]
+    balance = await service.balance(MEMBER)
+    assert await Worker(service, {"debug": engine}, config).run_until_idle() == 3
+    assert sizes == [3]
+    for job in jobs:
+        assert (await service.get_job(job.id)).state is JobState.DONE
+        track = frontend.delivered[job.id]
+        assert track.noise
+        assert AudioSegment.from_file(track.path).duration_seconds == pytest.approx(2, abs=0.1)
+        assert EventKind.PROGRESS in frontend.kinds(job.id)
+    assert await service.balance(MEMBER) == balance  # charged once, at request time
+
+
+async def test_same_seed_gives_the_same_file_alone_or_in_a_batch(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    worker = Worker(service, {"debug": engine}, config)
+    alone = await queue(service, "drums", seed=11)
+    await worker.run_until_idle()
+    others = [await queue(service, "bass", seed=1), await queue(service, "drums", seed=11)]
+    await worker.run_until_idle()
+    first = Path(frontend.delivered[alone.id].path).read_bytes()
+    assert first == Path(frontend.delivered[others[1].id].path).read_bytes()
+
+
+async def test_cancel_mid_generation_refunds_it_and_requeues_its_batch_mate(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    long_a = await queue(service, "epic", seed=1, duration=90)
+    long_b = await queue(service, "epic too", seed=2, duration=90)
+    balance = await service.balance(MEMBER)
+    worker = Worker(service, {"debug": engine}, config)
+    await worker.start()
+    await asyncio.wait_for(frontend.progress_seen.wait(), 20)
+    await service.cancel(MEMBER, long_a.id)
+    await wait_for(lambda: long_a.id in {e.job.id for e in frontend.events
+                                         if e.kind is EventKind.CANCELLED})
+    await worker.stop()
+    assert (await service.get_job(long_a.id)).state is JobState.CANCELLED
+    assert await refunds(service, long_a.id) == 1
+    assert await service.balance(MEMBER) == balance + long_a.price
+    mate = await service.get_job(long_b.id)
+    assert mate.state in (JobState.QUEUED, JobState.DONE)
+    assert await refunds(service, long_b.id) == 0
+
+
+async def test_model_crash_fails_the_job_and_refunds_exactly_once(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    def crash(batch: Sequence[GenerationRequest]) -> None:
+        raise RuntimeError("boom")
+
+    engine.fault_hook = crash
+    job = await queue(service)
+    balance = await service.balance(MEMBER)
+    await Worker(service, {"debug": engine}, config).run_until_idle()
+    failed = await service.get_job(job.id)
+    assert failed.state is JobState.FAILED
+    assert await refunds(service, job.id) == 1
+    assert await service.balance(MEMBER) == balance + job.price
+    assert "internal error" in next(e.message for e in frontend.events
+                                    if e.kind is EventKind.FAILED)
+
+
+async def test_out_of_memory_splits_the_batch_until_everything_is_delivered(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    sizes: list[int] = []
+
+    def small_gpu(batch: Sequence[GenerationRequest]) -> None:
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    engine.fault_hook = small_gpu
+    jobs = [await queue(service, f"song {i}", seed=i) for i in range(4)]
+    await Worker(service, {"debug": engine}, config).run_until_idle()
+    assert sizes[:3] == [4, 2, 1]
+    states = [(await service.get_job(j.id)).state for j in jobs]
+    assert states == [JobState.DONE] * 4
+    assert set(frontend.delivered) == {j.id for j in jobs}
+    assert [await refunds(service, j.id) for j in jobs] == [0] * 4
+
+
+async def test_out_of_memory_with_a_single_job_fails_and_refunds(
+    service: MusicService, engine: Engine, config: Config
+) -> None:
+    def no_memory(batch: Sequence[GenerationRequest]) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    engine.fault_hook = no_memory
+    job = await queue(service)
+    await Worker(service, {"debug": engine}, config).run_until_idle()
+    assert (await service.get_job(job.id)).state is JobState.FAILED
+    assert await refunds(service, job.id) == 1
+
+
+async def test_event_loop_keeps_ticking_while_the_model_runs(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    job = await queue(service, duration=60)
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    await Worker(service, {"debug": engine}, config).run_until_idle()
+    done.set()
+    await beat
+    assert job.id in frontend.delivered
+    assert len(gaps) > 20 and max(gaps) < 0.5
+
+
+async def test_stop_requeues_the_running_job_and_a_new_worker_delivers_it(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    job = await queue(service, duration=30)
+    worker = Worker(service, {"debug": engine}, config)
+    await worker.start()
+    await asyncio.wait_for(frontend.progress_seen.wait(), 20)
+    await worker.stop()
+    requeued = await service.get_job(job.id)
+    assert requeued.state is JobState.QUEUED and requeued.attempts == job.attempts
+    engine.fault_hook = None
+    short = dataclasses.replace(config, generation=dataclasses.replace(
+        config.generation, job_timeout_s=600))
+    await Worker(service, {"debug": engine}, short).run_until_idle()
+    assert (await service.get_job(job.id)).state is JobState.DONE
+    assert await refunds(service, job.id) == 0
+
+
+async def test_job_left_running_by_a_crash_is_swept_and_delivered_after_restart(
+    config: Config, engine: Engine, frontend: RecordingFrontend
+) -> None:
+    db = await Database(config.database_path).open()
+    before = MusicService(config, db)
+    job = await queue(before)
+    assert [j.id for j in await before.claim_batch(4)] == [job.id]  # then the process "dies"
+    await db.close()
+
+    db = await Database(config.database_path).open()
+    after = MusicService(config, db)
+    after.register_frontend(frontend)
+    report = await after.start()
+    assert report.requeued == [job.id]
+    await Worker(after, {"debug": engine}, config).run_until_idle()
+    assert (await after.get_job(job.id)).state is JobState.DONE
+    assert job.id in frontend.delivered
+    await after.drain_events()
+    await db.close()
+
+
+async def test_timeout_fails_the_job_after_its_attempts_and_refunds_once(
+    service: MusicService, engine: Engine, config: Config
+) -> None:
+    impatient = dataclasses.replace(config, generation=dataclasses.replace(
+        config.generation, job_timeout_s=0.05))
+    job = await queue(service, duration=60)
+    await Worker(service, {"debug": engine}, impatient).run_until_idle()
+    failed = await service.get_job(job.id)
+    assert failed.state is JobState.FAILED and failed.attempts == failed.max_attempts
+    assert "0.05 s" in (failed.error or "")
+    assert await refunds(service, job.id) == 1
+
+
+async def test_extend_continues_the_finished_track(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    worker = Worker(service, {"debug": engine}, config)
+    first = await queue(service, "ambient", duration=3)
+    await worker.run_until_idle()
+    receipt = await service.extend(MEMBER, first.id, 2, first.destination, "extend-1")
+    await worker.run_until_idle()
+    longer = frontend.delivered[receipt.job.id]
+    assert AudioSegment.from_file(longer.path).duration_seconds == pytest.approx(5, abs=0.1)
+
+
+async def test_track_too_big_for_the_upload_limit_fails_with_a_refund(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    job = await queue(service, duration=30, upload_limit=30_000)
+    await Worker(service, {"debug": engine}, config).run_until_idle()
+    assert (await service.get_job(job.id)).state is JobState.FAILED
+    assert await refunds(service, job.id) == 1
+    failure = next(e for e in frontend.events if e.kind is EventKind.FAILED)
+    assert "shorter" in failure.message
+
+
+async def test_unknown_model_fails_cleanly(
+    service: MusicService, engine: Engine, config: Config
+) -> None:
+    job = await queue(service)
+    await Worker(service, {"small": engine}, config).run_until_idle()
+    failed = await service.get_job(job.id)
+    assert failed.state is JobState.FAILED and "not loaded" in (failed.error or "")
+    assert await refunds(service, job.id) == 1
