@@ -19,6 +19,8 @@ from bot.core.service import MusicService, SweepReport
 
 log = logging.getLogger(__name__)
 
+TRACK_SWEEP_INTERVAL_S = 3600.0
+
 
 class RunnableFrontend(Frontend, Protocol):
     """A frontend with a connection to start and stop (Discord, Slack)."""
@@ -39,6 +41,7 @@ class App:
         self.engines: dict[str, Any] = {}
         self.worker: Any = None
         self.sweep_report: SweepReport | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
 
     def add_frontend(self, frontend: Frontend) -> None:
         """Register a frontend; if it has start()/stop(), the app runs them."""
@@ -47,13 +50,12 @@ class App:
 
     async def start(self, *, worker: bool = True) -> None:
         """Open the database, sweep crashed jobs, load models, start worker and frontends."""
-        from generation.audio import sweep_tracks
         from generation.worker import Worker
 
         await self.db.open()
         try:
             self.sweep_report = await self.service.start()
-            await asyncio.to_thread(sweep_tracks, self.config)
+            self._housekeeping = asyncio.create_task(self._sweep_tracks_periodically())
             self.engines = await asyncio.to_thread(load_engines, self.config)
             self.service.available_models = frozenset(self.engines)
             self.worker = Worker(self.service, self.engines, self.config)
@@ -68,6 +70,8 @@ class App:
 
     async def stop(self) -> None:
         """Stop cleanly: running jobs go back to the queue, nothing is lost or charged twice."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         if self.worker is not None:
             await self.worker.stop()
         await self.service.drain_events()
@@ -78,6 +82,19 @@ class App:
                 except Exception:
                     log.exception("stopping the %s frontend failed", frontend.platform)
         await self.db.close()
+
+    async def _sweep_tracks_periodically(self) -> None:
+        """Delete tracks past ``audio.retention_days`` now and then every hour."""
+        from generation.audio import sweep_tracks
+
+        while True:
+            try:
+                deleted = await asyncio.to_thread(sweep_tracks, self.config)
+                if deleted:
+                    log.info("retention: deleted %d old track files", deleted)
+            except OSError:
+                log.warning("retention sweep failed", exc_info=True)
+            await asyncio.sleep(TRACK_SWEEP_INTERVAL_S)
 
     async def __aenter__(self) -> App:
         await self.start()

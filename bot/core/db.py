@@ -133,12 +133,12 @@ class Database:
         """Schema version of the file (0 for a new file)."""
         conn = self._writer or self._reader
         assert conn is not None, "database is not open"
-        row = await _fetchone(
+        row = await fetch_one(
             conn, "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
         )
         if row is None:
             return 0
-        row = await _fetchone(conn, "SELECT MAX(version) FROM schema_version")
+        row = await fetch_one(conn, "SELECT MAX(version) FROM schema_version")
         return int(row[0] or 0) if row else 0
 
     async def upgrade(self) -> list[int]:
@@ -190,12 +190,15 @@ class Database:
     async def fetchone(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
         """Query committed data with the reader connection."""
         assert self._reader is not None, "database is not open"
-        return await _fetchone(self._reader, sql, params)
+        return await fetch_one(self._reader, sql, params)
 
     async def fetchall(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
         assert self._reader is not None, "database is not open"
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        # One hop (execute + fetch in the connection's thread): a cursor left open across
+        # awaits keeps the reader's snapshot alive, and other tasks' reads that start in the
+        # meantime join that old snapshot, missing jobs committed since (seen as JobNotFound
+        # right after /music under 50 concurrent members).
+        return list(await self._reader.execute_fetchall(sql, params))
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -217,9 +220,15 @@ async def _pragma(conn: aiosqlite.Connection, pragma: str) -> None:
         await cursor.fetchall()
 
 
-async def _fetchone(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:
-    async with conn.execute(sql, params) as cursor:
-        return await cursor.fetchone()
+async def fetch_one(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+    """First row of ``sql`` in ONE trip to the connection's thread.
+
+    ``execute`` + ``fetchone`` + ``close`` as separate awaits cost three thread hops (they
+    dominated the ledger benchmark) and leave the statement open between them (see
+    :meth:`Database.fetchall`).
+    """
+    rows = await conn.execute_fetchall(sql, params)
+    return next(iter(rows), None)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.config import EconomyConfig
+from bot.core.db import fetch_one as one
 from bot.core.errors import InsufficientTokens, InvalidRequest
 from bot.core.models import AccountKey, LedgerEntry, LedgerKind
 
@@ -30,14 +31,13 @@ async def ensure_account(
     conn: aiosqlite.Connection, key: AccountKey, economy: EconomyConfig, now: float
 ) -> Account:
     """Return the account, creating it with the starting balance and applying any allowance."""
-    cursor = await conn.execute(
+    created = await one(
+        conn,
         "INSERT INTO accounts (platform, community, user, balance, allowance_day, created_at) "
         "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (platform, community, user) DO NOTHING "
         "RETURNING id",
         (key.platform, key.community, key.user, int(now // DAY_S), now),
     )
-    created = await cursor.fetchone()
-    await cursor.close()
     if created is not None and economy.starting_balance > 0:
         await _change(conn, created[0], economy.starting_balance, LedgerKind.STARTING,
                       actor="system", reason="welcome", now=now)
@@ -59,12 +59,11 @@ async def debit(
     job_id: int | None, actor: str, reason: str, now: float,
 ) -> int:
     """Take ``amount`` tokens in one conditional UPDATE; raise InsufficientTokens otherwise."""
-    cursor = await conn.execute(
+    row = await one(
+        conn,
         "UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ? RETURNING balance",
         (amount, account.id, amount),
     )
-    row = await cursor.fetchone()
-    await cursor.close()
     if row is None:
         current = await _balance(conn, account.id)
         raise InsufficientTokens(balance=current, price=amount)
@@ -108,9 +107,7 @@ async def entries(
         params.append(user)
     sql += "ORDER BY l.id DESC LIMIT ?"
     params.append(limit)
-    async with conn.execute(sql, params) as cursor:
-        rows = await cursor.fetchall()
-    return [entry_from_row(r) for r in rows]
+    return [entry_from_row(r) for r in await conn.execute_fetchall(sql, params)]
 
 
 def entry_from_row(row: aiosqlite.Row) -> LedgerEntry:
@@ -131,13 +128,12 @@ async def _change(
     conn: aiosqlite.Connection, account_id: int, delta: int, kind: LedgerKind, *,
     job_id: int | None = None, actor: str, reason: str, now: float,
 ) -> int:
-    cursor = await conn.execute(
+    row = await one(
+        conn,
         "UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? BETWEEN 0 AND ? "
         "RETURNING balance",
         (delta, account_id, delta, MAX_BALANCE),
     )
-    row = await cursor.fetchone()
-    await cursor.close()
     if row is None:
         raise InvalidRequest("amount", f"the balance would leave 0..{MAX_BALANCE:,}")
     await _insert_entry(conn, account_id, delta, row[0], kind, job_id, actor, reason, now)
@@ -153,7 +149,8 @@ async def _apply_allowance(
         return balance
     days = today - allowance_day
     top_up = max(0, min(economy.allowance_cap - balance, economy.daily_allowance * days))
-    await conn.execute("UPDATE accounts SET allowance_day = ? WHERE id = ?", (today, account_id))
+    await conn.execute_fetchall("UPDATE accounts SET allowance_day = ? WHERE id = ?",
+                                (today, account_id))
     if top_up == 0:
         return balance
     return await _change(conn, account_id, top_up, LedgerKind.ALLOWANCE, actor="system",
@@ -161,18 +158,17 @@ async def _apply_allowance(
 
 
 async def _account_row(conn: aiosqlite.Connection, key: AccountKey) -> tuple[int, int, int] | None:
-    async with conn.execute(
+    row = await one(
+        conn,
         "SELECT id, balance, allowance_day FROM accounts "
         "WHERE platform = ? AND community = ? AND user = ?",
         (key.platform, key.community, key.user),
-    ) as cursor:
-        row = await cursor.fetchone()
+    )
     return (row[0], row[1], row[2]) if row else None
 
 
 async def _balance(conn: aiosqlite.Connection, account_id: int) -> int:
-    async with conn.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await one(conn, "SELECT balance FROM accounts WHERE id = ?", (account_id,))
     assert row is not None
     return int(row[0])
 
@@ -181,7 +177,7 @@ async def _insert_entry(
     conn: aiosqlite.Connection, account_id: int, delta: int, balance_after: int,
     kind: LedgerKind, job_id: int | None, actor: str, reason: str, now: float,
 ) -> None:
-    await conn.execute(
+    await conn.execute_fetchall(
         "INSERT INTO ledger (account_id, delta, balance_after, kind, job_id, actor, reason, "
         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (account_id, delta, balance_after, kind.value, job_id, actor, reason, now),
