@@ -105,6 +105,8 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
     for noisy in ("audiocraft", "discord", "slack_bolt", "slack_sdk", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(quiet)
+    # xformers warns at import that its CUDA kernels are missing; audiocraft works without.
+    logging.getLogger("xformers").setLevel(logging.ERROR)
 
 
 def require_ffmpeg() -> None:
