@@ -115,6 +115,11 @@ class Database:
         except (OSError, aiosqlite.Error) as exc:
             await self.close()
             raise DatabaseError(f"Cannot open the database {self.path}: {exc}") from exc
+        except BaseException:
+            # e.g. "schema newer than this musicbot": an unclosed connection's thread would
+            # keep the process alive, so the bot would hang instead of exiting with the error.
+            await self.close()
+            raise
         return self
 
     async def close(self) -> None:
@@ -178,7 +183,7 @@ class Database:
         assert self._writer is not None, "database is not open"
         async with self._write_lock:
             conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
+            await _begin(conn)
             try:
                 yield conn
             except BaseException:
@@ -199,6 +204,29 @@ class Database:
         # meantime join that old snapshot, missing jobs committed since (seen as JobNotFound
         # right after /music under 50 concurrent members).
         return list(await self._reader.execute_fetchall(sql, params))
+
+
+async def _begin(conn: aiosqlite.Connection) -> None:
+    """``BEGIN IMMEDIATE`` that survives the caller being cancelled.
+
+    The statement runs on in the connection's thread whatever happens to the awaiting task;
+    if the task is cancelled meanwhile, the transaction it opens must be rolled back here, or
+    every later write fails with "cannot start a transaction within a transaction".
+    """
+    begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+    try:
+        await asyncio.shield(begin)
+    except asyncio.CancelledError:
+        await asyncio.shield(_undo_begin(begin, conn))
+        raise
+
+
+async def _undo_begin(begin: asyncio.Future[Any], conn: aiosqlite.Connection) -> None:
+    try:
+        await begin
+    except Exception:
+        return  # BEGIN itself failed: no transaction was opened
+    await conn.rollback()
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

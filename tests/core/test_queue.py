@@ -1,0 +1,109 @@
+"""Queue order, positions, ETAs and history as members see them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.core.errors import InvalidRequest
+from bot.core.models import JobState
+from bot.core.service import MusicService
+
+from .conftest import member, music, order, track
+
+
+async def test_one_members_five_jobs_do_not_starve_another_members_single_job(
+    service: MusicService,
+) -> None:
+    alice, bob = member("alice"), member("bob")
+    for _ in range(5):
+        await order(service, alice)
+    bobs = await order(service, bob)
+
+    assert bobs.position == 2  # right after alice's first, not sixth
+    claimed = [(await service.claim_batch(1))[0].account.user for _ in range(6)]
+    assert claimed == ["alice", "bob", "alice", "alice", "alice", "alice"]
+
+
+async def test_batched_claim_includes_the_other_members_job(service: MusicService) -> None:
+    alice, bob = member("alice"), member("bob")
+    for _ in range(5):
+        await order(service, alice)
+    await order(service, bob)
+
+    batch = await service.claim_batch(2)
+
+    assert [job.account.user for job in batch] == ["alice", "bob"]
+    assert all(job.state is JobState.RUNNING and job.attempts == 1 for job in batch)
+
+
+async def test_claim_groups_only_compatible_jobs(service: MusicService) -> None:
+    alice = member()
+    await order(service, alice, music(duration=5))
+    await order(service, alice, music(duration=8))
+    await order(service, alice, music(duration=5))
+
+    first = await service.claim_batch(4)
+    second = await service.claim_batch(4)
+
+    assert [j.params.duration for j in first] == [5, 5]
+    assert [j.params.duration for j in second] == [8]
+    assert await service.claim_batch(4) == []
+
+
+async def test_positions_and_eta_are_reported_and_grow_down_the_queue(
+    service: MusicService,
+) -> None:
+    alice, bob = member("alice"), member("bob")
+    first = await order(service, alice)
+    assert first.position == 1 and first.eta_s is None  # no speed measured yet: no guess
+
+    service.record_speed(audio_seconds=10, wall_seconds=5, batch_size=1)  # 0.5 s per second
+    second = await order(service, bob, music(duration=5))
+    third = await order(service, alice, music(duration=10))
+
+    assert (second.position, third.position) == (2, 3)
+    assert second.eta_s == pytest.approx(5.0)  # 10 s of audio up to and including it
+    assert third.eta_s == pytest.approx(10.0)
+
+    info = await service.queue(alice)
+    assert [(job.id, place) for job, place in info.mine] == [
+        (first.job.id, 1), (third.job.id, 3)]
+    assert (info.queued_total, info.running_total) == (3, 0)
+    assert info.eta_s == pytest.approx(10.0)
+
+    await service.claim_batch(1)  # alice's first starts running
+    info = await service.queue(bob)
+    assert [place for _, place in info.mine] == [1]
+    assert (info.queued_total, info.running_total) == (2, 1)
+
+
+async def test_history_lists_newest_first_with_states(
+    service: MusicService, tmp_path: Path
+) -> None:
+    alice = member()
+    a = await order(service, alice, music("first"))
+    b = await order(service, alice, music("second"))
+    c = await order(service, alice, music("third"))
+    [job] = await service.claim_batch(1)
+    await service.complete(job, track(tmp_path, job))
+    [job] = await service.claim_batch(1)
+    await service.fail(job.id, "model crashed")
+    await order(service, member("bob"))  # not alice's
+
+    history = await service.history(alice)
+
+    assert [(j.id, j.params.prompt, j.state) for j in history] == [
+        (c.job.id, "third", JobState.QUEUED),
+        (b.job.id, "second", JobState.FAILED),
+        (a.job.id, "first", JobState.DONE),
+    ]
+    assert history[1].refunded == 10 and history[1].error == "model crashed"
+    assert len(await service.history(alice, limit=1)) == 1
+
+
+@pytest.mark.parametrize("limit", [0, -5, 201, 2.5, "ten", True])
+async def test_history_rejects_silly_limits(service: MusicService, limit: object) -> None:
+    with pytest.raises(InvalidRequest, match="limit"):
+        await service.history(member(), limit=limit)  # type: ignore[arg-type]
