@@ -192,6 +192,12 @@ class Database:
             else:
                 await conn.commit()
 
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The autocommit connection for queries outside write transactions (committed data)."""
+        assert self._reader is not None, "database is not open"
+        return self._reader
+
     async def fetchone(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
         """Query committed data with the reader connection."""
         assert self._reader is not None, "database is not open"

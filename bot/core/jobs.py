@@ -183,6 +183,22 @@ async def seconds_ahead(conn: aiosqlite.Connection, job_id: int | None) -> float
     return float(row[0]) if row else 0.0
 
 
+async def place(conn: aiosqlite.Connection, job_id: int) -> tuple[int, float]:
+    """Position (1-based, 0 if not queued) and audio seconds ahead of a job, in one query."""
+    row = await one(
+        conn,
+        f"WITH ordered AS (SELECT f.id, ROW_NUMBER() OVER (ORDER BY {FAIR_ORDER}) AS pos, "
+        f"SUM({_DURATION}) OVER (ORDER BY {FAIR_ORDER} ROWS UNBOUNDED PRECEDING) AS ahead "
+        f"FROM ({FAIR_QUEUE}) f JOIN jobs USING (id)) "
+        f"SELECT (SELECT pos FROM ordered WHERE id = ?), "
+        f"COALESCE((SELECT ahead FROM ordered WHERE id = ?), 0) "
+        f"+ COALESCE((SELECT SUM({_DURATION}) / 2 FROM jobs WHERE state = 'running'), 0)",
+        (job_id, job_id),
+    )
+    assert row is not None
+    return int(row[0] or 0), float(row[1])
+
+
 async def count(conn: aiosqlite.Connection, where: str, params: Sequence[object]) -> int:
     row = await one(conn, f"SELECT COUNT(*) FROM jobs WHERE {where}", params)
     return int(row[0]) if row else 0

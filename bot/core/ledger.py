@@ -31,6 +31,18 @@ async def ensure_account(
     conn: aiosqlite.Connection, key: AccountKey, economy: EconomyConfig, now: float
 ) -> Account:
     """Return the account, creating it with the starting balance and applying any allowance."""
+    row = await _account_row(conn, key)  # the common case: one query
+    if row is None:
+        row = await _create_account(conn, key, economy, now)
+    account_id, balance, allowance_day = row
+    if economy.daily_allowance > 0:
+        balance = await _apply_allowance(conn, account_id, balance, allowance_day, economy, now)
+    return Account(account_id, key, balance)
+
+
+async def _create_account(
+    conn: aiosqlite.Connection, key: AccountKey, economy: EconomyConfig, now: float
+) -> tuple[int, int, int]:
     created = await one(
         conn,
         "INSERT INTO accounts (platform, community, user, balance, allowance_day, created_at) "
@@ -43,10 +55,7 @@ async def ensure_account(
                       actor="system", reason="welcome", now=now)
     row = await _account_row(conn, key)
     assert row is not None
-    account_id, balance, allowance_day = row
-    if economy.daily_allowance > 0:
-        balance = await _apply_allowance(conn, account_id, balance, allowance_day, economy, now)
-    return Account(account_id, key, balance)
+    return row
 
 
 async def find_account(conn: aiosqlite.Connection, key: AccountKey) -> Account | None:

@@ -21,7 +21,7 @@ import aiosqlite
 
 from bot.config import Config
 from bot.core import jobs, ledger
-from bot.core.db import Database
+from bot.core.db import Database, fetch_one
 from bot.core.errors import (
     DeliveryError,
     InsufficientTokens,
@@ -30,6 +30,7 @@ from bot.core.errors import (
     JobNotFound,
     LimitReached,
     NotAuthorized,
+    format_wait,
 )
 from bot.core.models import (
     SHARED_COMMUNITY,
@@ -351,8 +352,7 @@ class MusicService:
                     await self._refund(conn, ended, now)
                     kind = EventKind.CANCELLED if job.cancel_requested else EventKind.FAILED
                     event = JobEvent(kind, ended, refunded=ended.refunded, message=message)
-            current = await jobs.get(conn, job_id)
-        assert current is not None
+        current = event.job if event is not None else job  # unchanged: already ended before
         if event is not None:
             self._emit(event)
             if event.kind is EventKind.REQUEUED:
@@ -454,6 +454,8 @@ class MusicService:
         async with self.db.write() as conn:
             existing = await jobs.by_key(conn, key)
             if existing is not None:
+                if existing.account != account_key:
+                    raise InvalidRequest("request id", "was already used by someone else")
                 return await self._duplicate_receipt(conn, existing)
             account = await ledger.ensure_account(conn, account_key, self.config.economy, now)
             await self._check_limits(conn, account.id, now)
@@ -463,11 +465,14 @@ class MusicService:
                 now=now)
             balance = await ledger.debit(conn, account, cost, LedgerKind.CHARGE, job_id=job_id,
                                          actor=actor.user, reason="music", now=now)
-            place = await jobs.position(conn, job_id)
-            ahead = await jobs.seconds_ahead(conn, job_id)
-            job = await jobs.get(conn, job_id)
-        assert job is not None
         self.work_available.set()
+        job = Job(id=job_id, account=account_key, params=params, state=JobState.QUEUED,
+                  price=cost, idempotency_key=key, destination=destination, attempts=0,
+                  max_attempts=self.config.generation.max_attempts, error=None,
+                  cancel_requested=False, created_at=now, started_at=None, finished_at=None,
+                  track_path=None)
+        # Queue place is read after the commit, outside the writer lock: it scans the queue.
+        place, ahead = await jobs.place(self.db.reader, job_id)
         return Receipt(job, cost, balance, place, self.speed.eta(ahead))
 
     def _loaded(self, model: str) -> str:
@@ -485,26 +490,30 @@ class MusicService:
 
     async def _check_limits(self, conn: aiosqlite.Connection, account_id: int, now: float) -> None:
         limits = self.config.limits
-        mine = await jobs.count(conn, "account_id = ? AND state IN ('queued', 'running')",
-                                (account_id,))
+        window = limits.rate_limit
+        # One query for every limit: this runs under the writer lock on each /music.
+        row = await fetch_one(
+            conn,
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE account_id = :a "
+            "AND state IN ('queued', 'running')), "
+            "(SELECT COUNT(*) FROM jobs WHERE state = 'queued'), "
+            "(SELECT COUNT(*) FROM jobs WHERE account_id = :a AND created_at > :since), "
+            "(SELECT MIN(created_at) FROM jobs WHERE account_id = :a AND created_at > :since)",
+            {"a": account_id, "since": now - window.window_s},
+        )
+        assert row is not None
+        mine, queued, recent, oldest = row
         if mine >= limits.max_queued_per_user:
             raise LimitReached("max_queued_per_user", f"You already have {mine} jobs waiting "
                                f"(limit {limits.max_queued_per_user}). Wait for one to finish "
                                "or cancel one.")
-        if await jobs.count(conn, "state = 'queued'", ()) >= limits.max_queue:
+        if queued >= limits.max_queue:
             raise LimitReached("max_queue", "The queue is full right now.",
                                retry_after_s=self.speed.eta(await jobs.seconds_ahead(conn, None)))
-        window = limits.rate_limit
-        async with conn.execute(
-            "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE account_id = ? AND created_at > ?",
-            (account_id, now - window.window_s),
-        ) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        if row[0] >= window.count:
-            retry = row[1] + window.window_s - now
-            raise LimitReached("rate_limit", f"You can request {window.count} tracks per "
-                               f"{window.window_s / 60:g} minutes.", retry_after_s=retry)
+        if recent >= window.count:
+            retry = oldest + window.window_s - now
+            raise LimitReached("rate_limit", f"You can request {window.count} tracks every "
+                               f"{format_wait(window.window_s)}.", retry_after_s=retry)
 
     async def _refund(self, conn: aiosqlite.Connection, job: Job, now: float) -> None:
         if job.refunded <= 0:

@@ -77,7 +77,7 @@ async def test_rate_limit_says_when_to_retry(
 
     assert info.value.limit == "rate_limit"
     assert info.value.retry_after_s == pytest.approx(450)  # the first request ages out
-    assert "2 tracks per 10 minutes" in info.value.user_message
+    assert "2 tracks every 10 min" in info.value.user_message
     assert "Try again in 8 min." in info.value.user_message
     assert snapshot(service.config.database_path) == before
     await order(service, member("bob"))  # per member
