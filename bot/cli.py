@@ -107,6 +107,10 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(quiet)
     # xformers warns at import that its CUDA kernels are missing; audiocraft works without.
     logging.getLogger("xformers").setLevel(logging.ERROR)
+    # huggingface_hub logs every connection retry with the full exception; the loader's own
+    # error names the way out (debug model or a local folder) once the retries are over.
+    # huggingface_hub resets its logger's level on import; this variable is what it reads.
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
 
 
 def require_ffmpeg() -> None:
