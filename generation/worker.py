@@ -35,6 +35,9 @@ from generation.errors import (
 
 log = logging.getLogger(__name__)
 
+BATCH_REGROW_AFTER = 20
+"""Clean batches after an out-of-memory split before the batch cap grows by one again."""
+
 EngineSource = Mapping[str, Engine] | Callable[[str], Engine]
 
 
@@ -84,6 +87,10 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._drain_lock = asyncio.Lock()
         self._progress_tasks: set[asyncio.Task[None]] = set()
+        self.batch_limit = config.generation.max_batch
+        """Current batch cap: halved on out-of-memory, grown back by one after
+        ``BATCH_REGROW_AFTER`` clean batches (memory use may have been a passing peak)."""
+        self._clean_batches = 0
         self.jobs_done = 0
         """Job attempts this worker ended (delivered, failed or cancelled; re-queues excluded)."""
 
@@ -151,7 +158,7 @@ class Worker:
             while not self._shutdown.is_set():
                 # Clear before claiming: a job queued after the claim sets it again.
                 self.service.work_available.clear()
-                jobs = await self.service.claim_batch(self.config.generation.max_batch)
+                jobs = await self.service.claim_batch(self.batch_limit)
                 if not jobs:
                     return
                 await self._process(jobs)
@@ -191,6 +198,7 @@ class Worker:
                                               retryable=False))
             return
         await self._flush_progress()
+        self._grow_batch_limit()
         wall = time.perf_counter() - started
         self.service.record_speed(jobs[0].params.duration, wall, len(jobs))
         await self._settle(asyncio.gather(*(
@@ -303,11 +311,20 @@ class Worker:
             await self._fail_all(jobs, "the model ran out of memory", retryable=False)
             return
         half = len(jobs) // 2
+        # Remember the smaller size, or the next claim would take the same big batch again.
+        self.batch_limit = max(1, min(self.batch_limit, half))
+        self._clean_batches = 0
         first, rest = jobs[:half], jobs[half:]
         log.warning("out of memory with %d jobs; retrying %d, re-queueing %d",
                     len(jobs), len(first), len(rest))
         await self.service.release([j.id for j in rest])
         await self._process(first)
+
+    def _grow_batch_limit(self) -> None:
+        self._clean_batches += 1
+        if self._clean_batches >= BATCH_REGROW_AFTER:
+            self._clean_batches = 0
+            self.batch_limit = min(self.config.generation.max_batch, self.batch_limit + 1)
 
     async def _fail_all(self, jobs: Sequence[Job], message: str, *, retryable: bool) -> None:
         for job in jobs:

@@ -122,6 +122,7 @@ async def test_out_of_memory_splits_the_batch_until_everything_is_delivered(
     jobs = [await queue(service, f"song {i}", seed=i) for i in range(4)]
     await Worker(service, {"debug": engine}, config).run_until_idle()
     assert sizes[:3] == [4, 2, 1]
+    assert max(sizes[3:]) == 1  # the worker remembers: no second out-of-memory round
     states = [(await service.get_job(j.id)).state for j in jobs]
     assert states == [JobState.DONE] * 4
     assert set(frontend.delivered) == {j.id for j in jobs}
