@@ -56,7 +56,9 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
     format_choices = [app_commands.Choice(name=f, value=f) for f in FORMATS]
 
     async def model_names(interaction: Interaction, current: str) -> list[app_commands.Choice]:
-        keys = [k for k in config.models.catalogue if current.lower() in k.lower()]
+        # Only loaded models can be requested; offer those when the app has loaded any.
+        names = sorted(service.available_models or config.models.catalogue)
+        keys = [k for k in names if current.lower() in k.lower()]
         return [app_commands.Choice(name=k, value=k) for k in keys[:25]]
 
     @app_commands.command(name="music", description="Make an original track from a text prompt")
