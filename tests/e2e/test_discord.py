@@ -243,6 +243,11 @@ async def test_invalid_options_and_helpers(world: DiscordWorld):
                                       guild=world.studio, focused="model")
     assert (await complete.wait_callback())["data"]["choices"] == [
         {"name": "debug", "value": "debug"}]
+    # "e" is in medium, large, melody…: only the loaded model is offered.
+    loaded_only = await world.fake.slash("music", {"prompt": "x", "model": "e"}, user=world.bob,
+                                         guild=world.studio, focused="model")
+    assert (await loaded_only.wait_callback())["data"]["choices"] == [
+        {"name": "debug", "value": "debug"}]
     assert await world.say("price", {"duration": 2.0}) == (
         f"A 2 s track with `debug` costs **{PRICE_2S}** tokens.")
     assert "/music" in await world.say("help")
