@@ -80,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--model", help="model to try loading (default: models.default)")
     doctor.set_defaults(handler=cmd_doctor)
 
+    admin = sub.add_parser("admin", help="manage balances of any community from the shell")
+    admin.add_argument("action", choices=("grant", "take", "set", "balance", "ledger"))
+    admin.add_argument("member", nargs="?", help="user id (Discord user id, Slack U…)")
+    admin.add_argument("amount", nargs="?", help="tokens (grant, take, set)")
+    admin.add_argument("--platform", default="console", choices=("discord", "slack", "console"))
+    admin.add_argument("--community", default="local",
+                       help="Discord server id or Slack team id (console: local)")
+    admin.add_argument("--reason", default="", help="written to the ledger")
+    admin.add_argument("--limit", type=int, default=20, help="ledger lines to show")
+    admin.set_defaults(handler=cmd_admin)
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply pending schema migrations").set_defaults(
@@ -252,6 +263,37 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     from bot.doctor import run_checks
 
     return run_checks(config, model=args.model)
+
+
+def cmd_admin(args: argparse.Namespace, config: Config) -> int:
+    """Balances and ledger of any community, acting as the shell operator (an admin)."""
+    from bot.core.db import Database
+    from bot.core.models import Actor
+    from bot.core.service import MusicService
+    from bot.platforms import render
+
+    operator = f"shell:{os.environ.get('USER', 'operator')}"
+    actor = Actor(args.platform, args.community, operator, is_admin=True)
+    if args.action in ("grant", "take", "set") and (args.member is None or args.amount is None):
+        raise UsageError(f"usage: musicbot admin {args.action} MEMBER AMOUNT [--reason TEXT]")
+
+    async def act() -> str:
+        async with Database(config.database_path) as db:
+            service = MusicService(config, db)
+            if args.action == "ledger":
+                return render.ledger_text(await service.ledger(actor, args.member, args.limit))
+            if args.action == "balance":
+                if args.member is None:
+                    raise UsageError("usage: musicbot admin balance MEMBER")
+                return render.balance_text(await service.balance(actor, args.member),
+                                           f"{args.member}'s")
+            method = {"grant": service.grant, "take": service.take,
+                      "set": service.set_balance}[args.action]
+            balance = await method(actor, args.member, args.amount, args.reason)
+            return render.balance_text(balance, f"{args.member}'s new")
+
+    print(asyncio.run(act()).replace("**", ""))
+    return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace, config: Config) -> int:

@@ -134,3 +134,18 @@ def test_run_without_tokens_uses_the_console_and_stops_cleanly_on_sigterm(tmp_pa
     assert "starting the console frontend" in output
     assert "random weights, the output is NOISE" in output
     assert "shutting down" in output
+
+
+def test_admin_changes_a_discord_members_balance_from_the_shell(tmp_path: Path) -> None:
+    where = ("--platform", "discord", "--community", "1234")
+    granted = musicbot("admin", "grant", "42", "50", *where, "--reason", "contest", cwd=tmp_path)
+    assert granted.returncode == 0, granted.stderr
+    assert "42's new balance: 250 tokens." in granted.stdout
+    refused = musicbot("admin", "take", "42", "ten", *where, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "Invalid amount" in refused.stderr
+    ledger = musicbot("admin", "ledger", *where, cwd=tmp_path)
+    assert "grant +50 → 250" in ledger.stdout and "contest" in ledger.stdout
+    other_server = musicbot("admin", "balance", "42", "--platform", "discord",
+                            "--community", "999", cwd=tmp_path)
+    assert "42's balance: 200 tokens." in other_server.stdout  # balances are per server
