@@ -125,6 +125,12 @@ async def finish(
     return await get(conn, job_id) if changed else None
 
 
+async def set_track_path(conn: aiosqlite.Connection, job_id: int, path: str) -> None:
+    """Record a running job's finished file before it is delivered (Extend can use it)."""
+    await one(conn, "UPDATE jobs SET track_path = ? WHERE id = ? AND state = 'running' "
+              "RETURNING id", (path, job_id))
+
+
 async def requeue(
     conn: aiosqlite.Connection, job_id: int, *, error: str | None, count_attempt: bool
 ) -> Job | None:

@@ -162,7 +162,8 @@ class MusicService:
     ) -> Receipt:
         """Queue a continuation of a finished job's track by ``seconds`` (priced as new audio)."""
         original = await self._visible_job(actor, job_id)
-        if original.state is not JobState.DONE or not original.track_path:
+        delivering = original.state is JobState.RUNNING and original.track_path
+        if not (original.state is JobState.DONE or delivering) or not original.track_path:
             raise InvalidRequest("job", f"#{original.id} has no finished track to extend")
         added = validate_duration(self.config, seconds, original.params.model)
         params = replace(original.params, duration=added, continue_from=original.id,
@@ -316,6 +317,10 @@ class MusicService:
         """
         if self.cancel_requested(job.id):
             return await self.finish_cancelled(job.id)
+        # Stored before delivery: a member may press Extend the moment the track appears,
+        # before the job is marked done.
+        async with self.db.write() as conn:
+            await jobs.set_track_path(conn, job.id, track.path)
         error = await self._deliver(job, track)
         if error is not None:
             return await self.fail(job.id, error)
