@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import aiosqlite
 
@@ -231,6 +232,26 @@ class MusicService:
         if not found:
             raise JobNotFound(job_id)
         return found[0]
+
+    async def stored_track(self, actor: Actor, job_id: object) -> tuple[Job, Track]:
+        """A finished job's stored file, to send again (``/track``); any job of the community.
+
+        Raises JobNotFound, or InvalidRequest when the job has no file (not finished, or
+        deleted after ``audio.retention_days``).
+        """
+        job = await self._visible_job(actor, job_id)
+        path = Path(job.track_path) if job.track_path else None
+        if job.state is not JobState.DONE or path is None or not path.is_file():
+            why = ("is not finished" if job.state is not JobState.DONE else
+                   f"is no longer stored (tracks are kept {self.config.audio.retention_days:g} "
+                   "days)")
+            raise InvalidRequest("job", f"#{job.id} {why}")
+        picture = path.with_suffix(".png")
+        return job, Track(
+            path=str(path), format=path.suffix.lstrip("."), duration_s=job.params.duration,
+            size_bytes=path.stat().st_size, sample_rate=0,
+            waveform_path=str(picture) if picture.is_file() else None,
+            noise=self.config.model_source(job.params.model) == "debug")
 
     async def set_status_ref(self, job_id: int, status_ref: str) -> None:
         """Remember the platform id of the message that shows this job's status."""

@@ -153,6 +153,10 @@ class ConsoleFrontend:
                                             self._destination(), self._request_id())
         return CommandResult(True, render.receipt_text(receipt), receipt.job.id)
 
+    async def _cmd_track(self, args: list[str]) -> CommandResult:
+        job, track = await self.service.stored_track(self.actor, _first(args, "job"))
+        return CommandResult(True, f"Job #{job.id}: {Path(track.path).resolve()}")
+
     async def _cmd_balance(self, args: list[str]) -> CommandResult:
         member = args[0] if args else None
         balance = await self.service.balance(self.actor, member)

@@ -136,6 +136,7 @@ HELP_TEXT = """\
 cfg, genre, tempo, format).
 **/balance** — your tokens · **/history** — your recent tracks · **/queue** — what is waiting
 **/cancel** `[job]` — stop a queued or running job (tokens come back) · **/price** `duration`
+**/track** `job` — send a finished track again (kept for a while after it was made)
 Buttons on a track: **Re-roll** (same request, new seed), **Extend** (continue it), **Cancel**.
 Admins: **/tokens grant|take|set** `member amount [reason]`, **/tokens ledger** `[member]`.
 Failed renders are refunded automatically. Same seed gives a similar track, not an identical one \

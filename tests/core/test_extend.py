@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config
-from bot.core.errors import InvalidRequest
+from bot.core.errors import InvalidRequest, JobNotFound
 from bot.core.models import Job, JobState, Receipt, Track
 from bot.core.service import MusicService
 
@@ -55,3 +55,22 @@ async def test_a_failed_track_cannot_be_extended(service: MusicService, tmp_path
     alice = member()
     with pytest.raises(InvalidRequest, match="no finished track"):
         await service.extend(alice, first.job.id, 10, destination(alice), "extend-x")
+
+
+async def test_a_finished_track_can_be_sent_again_until_it_is_deleted(
+    service: MusicService, tmp_path: Path
+) -> None:
+    first = await order(service, member())
+    (job,) = await service.claim_batch(1)
+    await service.complete(job, track(tmp_path, job))
+    bob = member("bob")  # anyone in the community may ask for it again
+
+    again, stored = await service.stored_track(bob, first.job.id)
+    assert again.id == first.job.id
+    assert Path(stored.path).read_bytes() == b"ID3"
+
+    Path(stored.path).unlink()  # the retention sweep deleted it
+    with pytest.raises(InvalidRequest, match="no longer stored"):
+        await service.stored_track(bob, first.job.id)
+    with pytest.raises(JobNotFound):
+        await service.stored_track(member(community="elsewhere"), first.job.id)
