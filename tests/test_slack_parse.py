@@ -11,6 +11,7 @@ from bot.platforms.slack_parse import (
     InfoCommand,
     MusicCommand,
     PriceCommand,
+    TrackCommand,
     UsageError,
     parse_command,
     parse_member,
@@ -86,11 +87,25 @@ def test_subcommands() -> None:
     assert parse_command("price 20s --model small") == PriceCommand("20", "small")
 
 
+@pytest.mark.parametrize("text", ["track 12", "track #12", "Track  #12 "])
+def test_track_takes_a_job_number(text: str) -> None:
+    assert parse_command(text) == TrackCommand(12)
+
+
+def test_track_without_a_job_gets_its_usage() -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_command("track")
+    assert "job number" in caught.value.message
+    assert "/music track <job>" in caught.value.message
+
+
 def test_prompts_that_start_like_a_subcommand_stay_prompts() -> None:
     assert music("balance of light and dark").prompt == "balance of light and dark"
     assert music("queue for the night bus").prompt == "queue for the night bus"
     assert music("price of love --genre soul").genre == "soul"
     assert music("cancel culture anthem").prompt == "cancel culture anthem"
+    assert music("track meet warm-up").prompt == "track meet warm-up"
+    assert music("track twelve").prompt == "track twelve"
 
 
 @pytest.mark.parametrize("mention", ["<@U123ABC|ann>", "<@U123ABC>", "U123ABC", "<@W99X>"])

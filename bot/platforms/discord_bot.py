@@ -36,7 +36,7 @@ from bot.core.service import MusicService
 from bot.platforms import render
 from bot.platforms.discord_buttons import DYNAMIC_ITEMS, result_view, send_ephemeral, status_view
 from bot.platforms.discord_commands import build_commands
-from bot.platforms.discord_send import Sender
+from bot.platforms.discord_send import Sender, followup_track
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +205,7 @@ class DiscordFrontend:
             receipt = await submit(self.actor(interaction), self.destination(interaction),
                                    f"discord:{interaction.id}")
         except MusicBotError as err:
-            # Only the member sees why; the public "thinking…" message goes away.
-            await interaction.delete_original_response()
-            await interaction.followup.send(err.user_message, ephemeral=True)
+            await _refuse(interaction, err.user_message)
             return
         job = receipt.job
         view = None if receipt.duplicate or job.state.terminal else status_view(job.id)
@@ -272,6 +270,26 @@ class DiscordFrontend:
         await self._sender().deliver(job, track, render.result_text(job, track),
                                      result_view(job.id))
 
+    async def send_stored_track(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """``/track``: upload a finished job's stored file again, publicly, with its buttons.
+
+        Any member of the job's community may ask. Refusals (unknown job, file deleted,
+        over this channel's upload limit) are answered only to the member.
+        """
+        await interaction.response.defer(thinking=True)
+        try:
+            job, track = await self.service.stored_track(self.actor(interaction), job_id)
+        except MusicBotError as err:
+            await _refuse(interaction, err.user_message)
+            return
+        limit = interaction.filesize_limit
+        if track.size_bytes > limit:
+            await _refuse(interaction, f"Job #{job.id}'s file ({_mib(track.size_bytes)}) is "
+                          f"over this channel's upload limit ({_mib(limit)}).")
+            return
+        await followup_track(interaction, job, track, render.result_text(job, track),
+                             result_view(job.id))
+
     async def cancel_job(self, interaction: discord.Interaction[Any], job_id: int | None) -> None:
         """``/cancel`` and the Cancel buttons: an ephemeral answer; the status edit follows."""
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -328,6 +346,16 @@ def _redact_discord_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactTokens) for f in logger.filters):
             logger.addFilter(_RedactTokens())
+
+
+async def _refuse(interaction: discord.Interaction[Any], text: str) -> None:
+    """After a public defer: only the member sees why; the "thinking…" message goes away."""
+    await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def _as_int(value: str | None) -> int | None:

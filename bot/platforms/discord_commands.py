@@ -1,5 +1,5 @@
-"""Slash commands: ``/music``, ``/balance``, ``/history``, ``/queue``, ``/cancel``, ``/price``,
-``/help`` and the admin group ``/tokens``.
+"""Slash commands: ``/music``, ``/balance``, ``/history``, ``/queue``, ``/cancel``, ``/track``,
+``/price``, ``/help`` and the admin group ``/tokens``.
 
 Each command's annotations are its option schema (ranges from the config, choices, model
 autocomplete). Handlers parse, call the core and render; a core error becomes an ephemeral
@@ -115,6 +115,11 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
     ) -> None:
         await frontend.cancel_job(interaction, job)
 
+    @app_commands.command(name="track", description="Send a finished track again")
+    @app_commands.describe(job="Job number (see /history)")
+    async def track(interaction: Interaction, job: app_commands.Range[int, 1]) -> None:
+        await frontend.send_stored_track(interaction, job)
+
     @app_commands.command(name="price", description="What a track would cost")
     @app_commands.describe(duration="Length in seconds", model="Model (default from config)")
     @app_commands.autocomplete(model=model_names)
@@ -128,7 +133,7 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
     async def help_(interaction: Interaction) -> None:
         await interaction.response.send_message(render.HELP_TEXT, ephemeral=True)
 
-    return [music, balance, history, queue, cancel, price, help_]
+    return [music, balance, history, queue, cancel, track, price, help_]
 
 
 def _tokens_group(frontend: "DiscordFrontend") -> app_commands.Group:

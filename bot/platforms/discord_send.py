@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import discord
@@ -63,7 +64,7 @@ class Sender:
         try:
             if self.token_valid(dest):
                 try:
-                    with _files(job, track) as files:
+                    with _files(job, track, dest.upload_limit) as files:
                         await self._webhook(dest).send(text, files=files, view=view, wait=True)
                     return
                 except (discord.NotFound, discord.Forbidden):
@@ -85,18 +86,31 @@ class Sender:
                 discord.Object(int(dest.user)))
         else:
             channel = self._client.get_partial_messageable(int(dest.channel))
-        with _files(job, track) as files:
+        with _files(job, track, dest.upload_limit) as files:
             await channel.send(text, files=files, view=view)
 
 
+async def followup_track(interaction: discord.Interaction[Any], job: Job, track: Track,
+                         text: str, view: discord.ui.View) -> None:
+    """Upload ``track`` as a public follow-up of ``interaction`` (``/track``, a re-send).
+
+    The caller checks the size against ``interaction.filesize_limit``; the waveform is
+    left out when both files would not fit. Mentions in ``text`` do not ping anyone again.
+    """
+    with _files(job, track, interaction.filesize_limit) as files:
+        await interaction.followup.send(text, files=files, view=view, wait=True,
+                                        allowed_mentions=discord.AllowedMentions.none())
+
+
 @contextlib.contextmanager
-def _files(job: Job, track: Track) -> Iterator[list[discord.File]]:
-    """Fresh attachments for one request (a File is consumed by sending it)."""
+def _files(job: Job, track: Track, limit: int) -> Iterator[list[discord.File]]:
+    """Fresh attachments for one request (a File is consumed by sending it); ``limit`` is
+    the upload limit where they go."""
     files = [discord.File(track.path, filename=f"musicbot-{job.id}.{track.format}")]
     waveform = Path(track.waveform_path) if track.waveform_path else None
     # The waveform is a nicety: leave it out rather than risk the upload limit.
     if waveform and waveform.is_file() and (
-        track.size_bytes + waveform.stat().st_size <= job.destination.upload_limit
+        track.size_bytes + waveform.stat().st_size <= limit
     ):
         files.append(discord.File(waveform, filename=f"musicbot-{job.id}-waveform.png"))
     try:

@@ -10,6 +10,7 @@ secret). Tokens are read from ``config.secrets`` and never logged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -284,6 +285,20 @@ class SlackFrontend:
         self._status_ts[job.id] = ts
         await self.service.set_status_ref(job.id, ts)
         await self._catch_up(job.id)
+
+    async def resend(self, client: AsyncWebClient, body: dict[str, Any], job: Job,
+                     track: Track) -> None:
+        """Upload a stored track again where ``/music track`` was typed (history re-send).
+
+        The message still names the job's owner; only the channel/thread change.
+
+        Raises:
+            DeliveryError: Slack refused the upload (shown privately by the guard).
+        """
+        here = self.destination(body)
+        moved = dataclasses.replace(job.destination, channel=here.channel, thread=here.thread)
+        job = dataclasses.replace(job, destination=moved)
+        await upload_track(client, job, track, result_blocks(job, track))
 
     async def _undo(self, client: AsyncWebClient, body: dict[str, Any], actor: Actor,
                     job: Job) -> None:

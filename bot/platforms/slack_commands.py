@@ -23,6 +23,7 @@ from bot.platforms.slack_parse import (
     InfoCommand,
     MusicCommand,
     PriceCommand,
+    TrackCommand,
     UsageError,
     parse_command,
 )
@@ -62,6 +63,11 @@ class CommandRunner:
                 actor = await self.frontend.actor(client, body, check_admin=job_id is not None)
                 job = await self.service.cancel(actor, job_id)
                 await self.frontend.reply(client, body, cancel_text(job))
+            case TrackCommand(job_id=job_id):
+                # any member of the workspace may ask; errors reach the guard's private reply
+                actor = await self.frontend.actor(client, body)
+                job, track = await self.service.stored_track(actor, job_id)
+                await self.frontend.resend(client, body, job, track)
             case PriceCommand(duration=duration, model=model):
                 model = model or self.service.config.models.default
                 seconds = duration or DEFAULT_PRICE_DURATION

@@ -42,10 +42,14 @@ HELP = f"""\
 `/music queue` — what is waiting
 `/music cancel [job]` — stop a queued or running job (tokens come back) · \
 `/music price [duration] [--model m]` — what a track costs
+`/music track <job>` — post a finished track here again (numbers are in `/music history`)
 Buttons on a track: *Re-roll* (same request, new seed), *Extend* (continue it), *Cancel*.
 Admins: `/music admin grant|take|set @member amount [reason]`, `/music admin ledger [@member]`.
 Failed renders are refunded automatically. The same seed gives a similar track, not an \
 identical one on other hardware."""
+
+TRACK_USAGE = """\
+*Usage:* `/music track <job>` — send a finished track again, e.g. `/music track 12`"""
 
 ADMIN_USAGE = """\
 *Usage:* `/music admin grant|take|set @member amount [reason]` or \
@@ -89,6 +93,13 @@ class CancelCommand:
 
 
 @dataclass(frozen=True)
+class TrackCommand:
+    """``track <job>``: upload a finished job's stored track again, here."""
+
+    job_id: int
+
+
+@dataclass(frozen=True)
 class PriceCommand:
     """``price [duration] [--model m]``; raw values, validated by the core."""
 
@@ -106,7 +117,8 @@ class AdminCommand:
     reason: str = ""
 
 
-Command = MusicCommand | InfoCommand | CancelCommand | PriceCommand | AdminCommand
+Command = (MusicCommand | InfoCommand | CancelCommand | TrackCommand | PriceCommand
+           | AdminCommand)
 
 
 def parse_command(text: str) -> Command:
@@ -116,7 +128,8 @@ def parse_command(text: str) -> Command:
     when the rest fits its shape, so ``/music balance of light and dark`` is still a prompt.
 
     Raises:
-        UsageError: empty text, unknown or valueless flag, bad admin arguments.
+        UsageError: empty text, unknown or valueless flag, bad admin arguments, ``track``
+            without a job number.
     """
     words = split_words(text)
     if not words:
@@ -167,6 +180,11 @@ def _parse_subcommand(head: str, rest: list[str]) -> Command | None:
             return CancelCommand()
         match = _JOB_ID.match(rest[0])
         return CancelCommand(int(match.group(1))) if match else None
+    if head == "track" and len(rest) <= 1:
+        if not rest:
+            raise UsageError("Which track? Give its job number.", TRACK_USAGE)
+        match = _JOB_ID.match(rest[0])
+        return TrackCommand(int(match.group(1))) if match else None  # "track one" is a prompt
     if head == "price":
         return _parse_price(rest)
     return None

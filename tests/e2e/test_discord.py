@@ -12,12 +12,14 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pydub import AudioSegment
 
 from bot.config import Secret, Secrets
 from bot.core.errors import ConfigError
+from bot.core.models import Actor
 from bot.platforms.discord_bot import DiscordFrontend
 from tests.e2e.discord_fixtures import STARTING_BALANCE, DiscordWorld, open_world
 from tests.fakes.discord_fake import FakeMessage
@@ -137,8 +139,8 @@ async def test_buttons_keep_working_after_a_restart(world: DiscordWorld):
     await world.restart(guild_sync)
     assert world.fake.identify_count == 2
     synced = {c["name"] for c in world.fake.commands[world.studio.id]}
-    assert synced == {"music", "balance", "history", "queue", "cancel", "price", "help",
-                      "tokens"}
+    assert synced == {"music", "balance", "history", "queue", "cancel", "track", "price",
+                      "help", "tokens"}
 
     reroll = await world.fake.click(track, f"musicbot:reroll:{job}", user=world.bob,
                                     guild=world.studio)
@@ -253,7 +255,6 @@ async def test_invalid_options_and_helpers(world: DiscordWorld):
     assert "/music" in await world.say("help")
 
 
-
 async def test_progress_edits_are_throttled(world: DiscordWorld):
     it = await world.music("long drone", 6.0)
     status = await it.wait_message(lambda m: "queued" in m.content)
@@ -314,3 +315,49 @@ async def test_a_token_dead_before_its_time_falls_back_to_the_channel(world: Dis
     result = await world.result(job_id_of(status))
     assert result.source == "channel" and f"<@{world.bob.id}>" in result.content
     await world.fake.wait_for(lambda: "Done." in status.content)
+
+
+async def test_track_sends_a_stored_track_again_to_any_member_of_the_server(world: DiscordWorld):
+    job = job_id_of(await (await world.music("harp", 2.0)).wait_message(
+        lambda m: "queued" in m.content))
+    await world.result(job)
+    stored, _ = await world.service.stored_track(
+        Actor("discord", str(world.studio.id), str(world.bob.id)), job)
+    world.fake.add_member(world.studio, world.eve)  # a plain member, not the track's owner
+
+    again = await world.fake.slash("track", {"job": job}, user=world.eve, guild=world.studio)
+
+    sent = await again.wait_message(lambda m: bool(m.uploads))
+    assert sent.source == "followup" and not sent.ephemeral
+    assert f"Job #{job} for <@{world.bob.id}>" in sent.content
+    mp3 = sent.upload(".mp3").data
+    assert mp3 == Path(stored.track_path).read_bytes()
+    assert mp3_seconds(mp3) == pytest.approx(2.0, abs=0.3)
+    assert sent.upload(".png").data.startswith(b"\x89PNG")
+    assert sent.custom_ids == [f"musicbot:{a}:{job}" for a in ("reroll", "extend", "cancel")]
+
+    too_small = await world.fake.slash("track", {"job": job}, user=world.eve,
+                                       guild=world.studio, upload_limit=len(mp3) - 1)
+    refused = await too_small.wait_message()
+    assert refused.ephemeral and "over this channel's upload limit" in refused.content
+    assert all(m.deleted for m in too_small.messages() if not m.ephemeral)
+
+
+async def test_track_refuses_unknown_and_deleted_tracks_privately(world: DiscordWorld):
+    unknown = await world.fake.slash("track", {"job": 999}, user=world.bob, guild=world.studio)
+    answer = await unknown.wait_message()
+    assert answer.ephemeral and answer.content == "Job #999 was not found."
+    assert all(m.deleted for m in unknown.messages() if not m.ephemeral)
+
+    job = job_id_of(await (await world.music("bells", 2.0)).wait_message(
+        lambda m: "queued" in m.content))
+    await world.result(job)
+    stored, _ = await world.service.stored_track(
+        Actor("discord", str(world.studio.id), str(world.bob.id)), job)
+    Path(stored.track_path).unlink()
+
+    gone = await world.fake.slash("track", {"job": job}, user=world.bob, guild=world.studio)
+    answer = await gone.wait_message()
+    assert answer.ephemeral and f"#{job} is no longer stored" in answer.content
+    assert not any(m.uploads for m in gone.messages())
+    assert all(m.deleted for m in gone.messages() if not m.ephemeral)

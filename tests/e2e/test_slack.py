@@ -6,6 +6,7 @@ HTTP posts); the tests check what they would see in Slack and what happened to t
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from pydub import AudioSegment
 
 from bot.core.db import Database
 from bot.core.errors import ConfigError
@@ -264,6 +266,45 @@ async def test_extend_button_continues_the_track(world: SlackWorld, tmp_path: Pa
     assert float(ffprobe(second.data, tmp_path)["duration"]) > 1.5  # the original plus more
     assert f"continues #{first_id}" in second.blocks[0]["text"]["text"]
     assert await world.balance() == STARTING_BALANCE - 2 * PRICE_1S
+
+
+# ---------------------------------------------------------------------- history re-send
+
+
+async def test_track_command_uploads_a_stored_track_again(world: SlackWorld) -> None:
+    job_id, first = await make_track(world, "harp arpeggios --duration 1")
+    stored = Path((await world.service.get_job(job_id)).track_path)
+    uploads = len(world.fake.calls_to("files.completeUploadExternal"))
+    raw_before = len(world.fake.calls_to("files.getUploadURLExternal"))
+    posts = len(world.fake.calls_to("upload"))
+
+    await world.command(f"track #{job_id}", user=OTHER)  # another member of the workspace
+    again = (await world.fake.wait_for(lambda: world.fake.shared_files[1:]))[0]
+    assert len(world.fake.calls_to("files.getUploadURLExternal")) == raw_before + 1
+    assert len(world.fake.calls_to("upload")) == posts + 1  # the raw POST of the bytes
+    assert len(world.fake.calls_to("files.completeUploadExternal")) == uploads + 1
+    assert again.id != first.id and again.channel == CHANNEL
+    assert again.filename == f"musicbot-{job_id}.mp3"
+    assert again.data == stored.read_bytes() == first.data
+    decoded = AudioSegment.from_file(io.BytesIO(again.data), format="mp3")
+    assert 500 < len(decoded) < 2000  # milliseconds
+    text = again.blocks[0]["text"]["text"]
+    assert f"Job #{job_id} for <@{MEMBER}>" in text  # still credited to its maker
+    assert await world.balance(OTHER) == STARTING_BALANCE  # a re-send is free
+
+    await world.command(f"track {job_id + 10_000}", user=OTHER)
+    assert f"#{job_id + 10_000}" in await world.wait_private("not found", user=OTHER)
+
+    stored.unlink()
+    await world.command(f"track {job_id}", user=OTHER)
+    assert f"#{job_id}" in await world.wait_private("no longer stored", user=OTHER)
+    assert len(world.fake.shared_files) == 2
+
+
+async def test_track_without_a_job_gets_its_usage(world: SlackWorld) -> None:
+    await world.command("track")
+    assert "/music track <job>" in await world.wait_private("*Usage:*")
+    assert world.fake.shared_files == [] and await world.ledger() == []
 
 
 # ---------------------------------------------------------------------- admins and input
