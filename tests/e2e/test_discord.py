@@ -317,10 +317,17 @@ async def test_a_token_dead_before_its_time_falls_back_to_the_channel(world: Dis
     await world.fake.wait_for(lambda: "Done." in status.content)
 
 
-async def test_track_sends_a_stored_track_again_to_any_member_of_the_server(world: DiscordWorld):
-    job = job_id_of(await (await world.music("harp", 2.0)).wait_message(
-        lambda m: "queued" in m.content))
+async def finished_job(world: DiscordWorld, prompt: str) -> int:
+    """A 2 s track by bob in studio, delivered and marked done."""
+    status = await (await world.music(prompt, 2.0)).wait_message(lambda m: "queued" in m.content)
+    job = job_id_of(status)
     await world.result(job)
+    await world.fake.wait_for(lambda: "Done." in status.content)
+    return job
+
+
+async def test_track_sends_a_stored_track_again_to_any_member_of_the_server(world: DiscordWorld):
+    job = await finished_job(world, "harp")
     stored, _ = await world.service.stored_track(
         Actor("discord", str(world.studio.id), str(world.bob.id)), job)
     world.fake.add_member(world.studio, world.eve)  # a plain member, not the track's owner
@@ -349,9 +356,7 @@ async def test_track_refuses_unknown_and_deleted_tracks_privately(world: Discord
     assert answer.ephemeral and answer.content == "Job #999 was not found."
     assert all(m.deleted for m in unknown.messages() if not m.ephemeral)
 
-    job = job_id_of(await (await world.music("bells", 2.0)).wait_message(
-        lambda m: "queued" in m.content))
-    await world.result(job)
+    job = await finished_job(world, "bells")
     stored, _ = await world.service.stored_track(
         Actor("discord", str(world.studio.id), str(world.bob.id)), job)
     Path(stored.track_path).unlink()

@@ -282,6 +282,8 @@ async def test_track_command_uploads_a_stored_track_again(world: SlackWorld) -> 
     again = (await world.fake.wait_for(lambda: world.fake.shared_files[1:]))[0]
     assert len(world.fake.calls_to("files.getUploadURLExternal")) == raw_before + 1
     assert len(world.fake.calls_to("upload")) == posts + 1  # the raw POST of the bytes
+    steps = ("files.getUploadURLExternal", "upload", "files.completeUploadExternal")
+    assert [name for name, _ in world.fake.calls if name in steps][-3:] == list(steps)
     assert len(world.fake.calls_to("files.completeUploadExternal")) == uploads + 1
     assert again.id != first.id and again.channel == CHANNEL
     assert again.filename == f"musicbot-{job_id}.mp3"
