@@ -287,9 +287,8 @@ def cmd_admin(args: argparse.Namespace, config: Config) -> int:
                     raise UsageError("usage: musicbot admin balance MEMBER")
                 return render.balance_text(await service.balance(actor, args.member),
                                            f"{args.member}'s")
-            method = {"grant": service.grant, "take": service.take,
-                      "set": service.set_balance}[args.action]
-            balance = await method(actor, args.member, args.amount, args.reason)
+            balance = await service.adjust_balance(actor, args.action, args.member, args.amount,
+                                                   args.reason)
             return render.balance_text(balance, f"{args.member}'s new")
 
     print(asyncio.run(act()).replace("**", ""))

@@ -297,6 +297,15 @@ class MusicService:
             return await ledger.set_balance(conn, account, tokens, actor=admin.user,
                                             reason=note, now=now)
 
+    async def adjust_balance(
+        self, admin: Actor, action: str, member: object, amount: object, reason: str = ""
+    ) -> int:
+        """``grant``, ``take`` or ``set`` by name (what every admin command dispatches on)."""
+        methods = {"grant": self.grant, "take": self.take, "set": self.set_balance}
+        if action not in methods:
+            raise InvalidRequest("action", "use grant, take or set")
+        return await methods[action](admin, member, amount, reason)
+
     async def ledger(
         self, admin: Actor, member: object = None, limit: int = 20
     ) -> list[LedgerEntry]:

@@ -189,9 +189,8 @@ class ConsoleFrontend:
             return CommandResult(True, render.ledger_text(entries))
         if action not in ("grant", "take", "set") or len(rest) < 2:
             raise InvalidRequest("command", "use /tokens grant|take|set MEMBER AMOUNT [REASON]")
-        method = {"grant": self.service.grant, "take": self.service.take,
-                  "set": self.service.set_balance}[action]
-        balance = await method(self.actor, rest[0], rest[1], " ".join(rest[2:]))
+        balance = await self.service.adjust_balance(self.actor, action, rest[0], rest[1],
+                                                    " ".join(rest[2:]))
         return CommandResult(True, render.balance_text(balance, f"{rest[0]}'s new"))
 
     async def _cmd_help(self, args: list[str]) -> CommandResult:

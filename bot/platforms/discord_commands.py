@@ -149,8 +149,8 @@ def _tokens_group(frontend: "DiscordFrontend") -> app_commands.Group:
                      amount: int, reason: str | None) -> None:
         await _defer(interaction)
         admin = frontend.actor(interaction)
-        change = {"grant": service.grant, "take": service.take, "set": service.set_balance}
-        balance = await change[action](admin, str(member.id), amount, reason or "")
+        balance = await service.adjust_balance(admin, action, str(member.id), amount,
+                                               reason or "")
         await _reply(interaction, render.balance_text(balance, f"{member.mention}'s new"))
 
     @group.command(name="grant", description="Give a member tokens")

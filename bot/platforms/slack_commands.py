@@ -105,9 +105,8 @@ class CommandRunner:
             entries = await self.service.ledger(admin, command.member)
             await self.frontend.reply(client, body, mrkdwn(render.ledger_text(entries)))
             return
-        change = {"grant": self.service.grant, "take": self.service.take,
-                  "set": self.service.set_balance}[command.action]
-        balance = await change(admin, command.member, command.amount, command.reason)
+        balance = await self.service.adjust_balance(admin, command.action, command.member,
+                                                    command.amount, command.reason)
         text = render.balance_text(balance, f"<@{command.member}>'s")
         await self.frontend.reply(client, body, mrkdwn(f"Done. {text}"))
 

@@ -584,18 +584,22 @@ class FakeDiscord:
 
     async def _edit_hook(self, call: Call, app_id: str, token: str,
                          message_id: str) -> web.Response:
-        interaction = self._interaction_by_token(token)
-        if interaction is None:
-            return self._unknown_webhook()
-        msg = (self._original(interaction) if message_id == "@original"
-               else self.messages.get(int(message_id)))
-        if msg is None:
-            return self._json({"message": "Unknown Message", "code": 10008}, 404)
+        msg = self._hook_message(token, message_id)
+        if isinstance(msg, web.Response):
+            return msg
         self._apply_edit(msg, call)
         return self._json(self._message_payload(msg))
 
     async def _delete_hook(self, call: Call, app_id: str, token: str,
                            message_id: str) -> web.Response:
+        msg = self._hook_message(token, message_id)
+        if isinstance(msg, web.Response):
+            return msg
+        msg.deleted = True
+        return web.Response(status=204)
+
+    def _hook_message(self, token: str, message_id: str) -> FakeMessage | web.Response:
+        """The message a webhook edit/delete names, or the error Discord would answer."""
         interaction = self._interaction_by_token(token)
         if interaction is None:
             return self._unknown_webhook()
@@ -603,8 +607,7 @@ class FakeDiscord:
                else self.messages.get(int(message_id)))
         if msg is None:
             return self._json({"message": "Unknown Message", "code": 10008}, 404)
-        msg.deleted = True
-        return web.Response(status=204)
+        return msg
 
     def _apply_edit(self, msg: FakeMessage, call: Call) -> None:
         body = call.body or {}
