@@ -178,6 +178,9 @@ def _mp3_in_process(segment: AudioSegment, kbps: int) -> bytes:
 
 
 def _mib(size: int) -> str:
+    """A file size for members: "9.5 MiB", or "48 KiB" below a tenth of a MiB."""
+    if size < 1024 * 1024 / 10:
+        return f"{max(1, round(size / 1024))} KiB"
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
