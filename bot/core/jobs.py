@@ -173,18 +173,20 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def seconds_ahead(conn: aiosqlite.Connection, job_id: int | None) -> float:
-    """Audio seconds queued before ``job_id`` (all queued when None) plus running jobs."""
+_RUNNING_SECONDS = (
+    f"COALESCE((SELECT SUM({_DURATION}) / 2 FROM jobs WHERE state = 'running'), 0)"
+)
+"""Audio seconds still to make for running jobs (counted as half done)."""
+
+
+async def seconds_ahead(conn: aiosqlite.Connection) -> float:
+    """Audio seconds of the whole queue plus what running jobs still have to make."""
     # Summed in SQL (json_extract) in one round trip: parsing every queued job's JSON in
     # Python on each request made /music O(queue) in Python time.
     row = await one(
         conn,
-        f"SELECT COALESCE((SELECT ahead FROM (SELECT f.id, SUM({_DURATION}) OVER "
-        f"(ORDER BY f.turn, f.served, f.id ROWS UNBOUNDED PRECEDING) AS ahead "
-        f"FROM ({FAIR_QUEUE}) f JOIN jobs USING (id)) WHERE id = ?), "
-        f"(SELECT SUM({_DURATION}) FROM jobs WHERE state = 'queued'), 0) "
-        f"+ COALESCE((SELECT SUM({_DURATION}) / 2 FROM jobs WHERE state = 'running'), 0)",
-        (job_id,),
+        f"SELECT COALESCE((SELECT SUM({_DURATION}) FROM jobs WHERE state = 'queued'), 0) "
+        f"+ {_RUNNING_SECONDS}",
     )
     return float(row[0]) if row else 0.0
 
@@ -197,8 +199,7 @@ async def place(conn: aiosqlite.Connection, job_id: int) -> tuple[int, float]:
         f"SUM({_DURATION}) OVER (ORDER BY {FAIR_ORDER} ROWS UNBOUNDED PRECEDING) AS ahead "
         f"FROM ({FAIR_QUEUE}) f JOIN jobs USING (id)) "
         f"SELECT (SELECT pos FROM ordered WHERE id = ?), "
-        f"COALESCE((SELECT ahead FROM ordered WHERE id = ?), 0) "
-        f"+ COALESCE((SELECT SUM({_DURATION}) / 2 FROM jobs WHERE state = 'running'), 0)",
+        f"COALESCE((SELECT ahead FROM ordered WHERE id = ?), 0) + {_RUNNING_SECONDS}",
         (job_id, job_id),
     )
     assert row is not None

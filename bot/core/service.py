@@ -223,7 +223,7 @@ class MusicService:
             places = [(job, await jobs.position(conn, job.id)) for job in mine]
             queued = await jobs.count(conn, "state = 'queued'", ())
             running = await jobs.count(conn, "state = 'running'", ())
-            ahead = await jobs.seconds_ahead(conn, None)
+            ahead = await jobs.seconds_ahead(conn)
         return QueueInfo(places, queued, running, self.speed.eta(ahead))
 
     async def get_job(self, job_id: object) -> Job:
@@ -544,7 +544,7 @@ class MusicService:
                                "or cancel one.")
         if queued >= limits.max_queue:
             raise LimitReached("max_queue", "The queue is full right now.",
-                               retry_after_s=self.speed.eta(await jobs.seconds_ahead(conn, None)))
+                               retry_after_s=self.speed.eta(await jobs.seconds_ahead(conn)))
         if recent >= window.count:
             retry = oldest + window.window_s - now
             raise LimitReached("rate_limit", f"You can request {window.count} tracks every "
