@@ -65,21 +65,21 @@ async def member_task(service: MusicService, index: int, requests: int, claim: b
             with contextlib.suppress(JobNotCancellable):
                 await service.cancel(actor, receipt.job.id)
         elif claim:
-            await fail_all(service, await service.claim_batch(1))
+            await fail_all(service, await service.settlement.claim(1))
 
 
 async def fail_all(service: MusicService, batch: list[Job]) -> None:
     for job in batch:
-        if service.cancel_requested(job.id):
-            await service.finish_cancelled(job.id)
+        if service.settlement.cancel_requested(job.id):
+            await service.settlement.finish_cancelled(job.id)
         else:
-            await service.fail(job.id, "benchmark failure")
+            await service.settlement.fail(job.id, "benchmark failure")
 
 
 async def worker(service: MusicService, members_done: asyncio.Event) -> None:
     """Claims batches and reports each job failed (refund), until the queue stays empty."""
     while True:
-        batch = await service.claim_batch(4)
+        batch = await service.settlement.claim(4)
         await fail_all(service, batch)
         if not batch:
             if members_done.is_set():

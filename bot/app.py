@@ -1,9 +1,11 @@
 """Composition root: builds the store, service, engines, worker and frontends; starts/stops them.
 
-Start order matters: frontends are registered before the start-up sweep so members hear about
-jobs a crash interrupted; models load before the worker starts (no cold starts); on stop the
-worker first hands its running jobs back to the queue, then notifications drain, then the
-frontends disconnect and the database closes.
+Start order matters: frontends are registered before recovery runs so members hear about
+jobs a crash interrupted; models load before the worker starts (no cold starts). Background
+tasks of one process: the lease heartbeat (always), recovery of dead processes' jobs (when
+this process renders), and the delivery stage (drains rendered tracks to this process's
+frontends). On stop the worker first hands its running jobs back to the queue, deliveries
+under way finish, notifications drain, then the frontends disconnect and the database closes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any, Protocol
 from bot.config import Config
 from bot.core.db import Database
 from bot.core.ports import Frontend
-from bot.core.service import MusicService, SweepReport
+from bot.core.recovery import RecoveryReport
+from bot.core.service import MusicService
 
 log = logging.getLogger(__name__)
 
@@ -40,40 +43,55 @@ class App:
         self.frontends: list[Any] = []
         self.engines: dict[str, Any] = {}
         self.worker: Any = None
-        self.sweep_report: SweepReport | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self.recovery_report: RecoveryReport | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def add_frontend(self, frontend: Frontend) -> None:
         """Register a frontend; if it has start()/stop(), the app runs them."""
         self.frontends.append(frontend)
         self.service.register_frontend(frontend)
 
-    async def start(self, *, worker: bool = True) -> None:
-        """Open the database, sweep crashed jobs, load models, start worker and frontends."""
+    async def start(
+        self, *, worker: bool = True, render_for: frozenset[str] | None = None
+    ) -> None:
+        """Open the database, load models, start recovery, worker, delivery and frontends.
+
+        ``worker=False`` renders nothing (and so recovers nothing); ``render_for`` limits the
+        worker to jobs of those platforms (the local console renders only its own).
+        """
         from generation.worker import Worker
 
         await self.db.open()
         try:
-            self.sweep_report = await self.service.start()
-            self._housekeeping = asyncio.create_task(self._sweep_tracks_periodically())
+            await self.service.start()
+            self._spawn(self.service.leases.run_forever(), "leases")
+            self._spawn(self._sweep_tracks_periodically(), "retention")
             self.engines = await asyncio.to_thread(load_engines, self.config)
             self.service.available_models = frozenset(self.engines)
-            self.worker = Worker(self.service, self.engines, self.config)
+            self.worker = Worker(self.service.settlement, self.engines, self.config,
+                                 platforms=render_for)
             if worker:
+                self.recovery_report = await self.service.recovery.recover()
+                self._spawn(self._recover_periodically(), "recovery")
                 await self.worker.start()
             for frontend in self.frontends:
                 if hasattr(frontend, "start"):
                     await frontend.start()
+            self._spawn(self.service.delivery.run_forever(), "delivery")
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
         """Stop cleanly: running jobs go back to the queue, nothing is lost or charged twice."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
         if self.worker is not None:
             await self.worker.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.db.is_open:
+            await self.service.delivery.stop()
         await self.service.drain_events()
         for frontend in reversed(self.frontends):
             if hasattr(frontend, "stop"):
@@ -82,6 +100,13 @@ class App:
                 except Exception:
                     log.exception("stopping the %s frontend failed", frontend.platform)
         await self.db.close()
+
+    def _spawn(self, work: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def _recover_periodically(self) -> None:
+        await asyncio.sleep(self.config.generation.lease_s / 2)  # start-up pass already ran
+        await self.service.recovery.run_forever()
 
     async def _sweep_tracks_periodically(self) -> None:
         """Delete tracks past ``audio.retention_days`` now and then every hour."""

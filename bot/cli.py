@@ -197,7 +197,9 @@ async def _console(config: Config, commands: list[str], user: str) -> int:
     app = App(config)
     console = ConsoleFrontend(app.service, user=user)
     app.add_frontend(console)
-    await app.start()
+    # The console renders only its own jobs: a script that checks a balance next to a running
+    # bot must not take that bot's members' jobs (it would hand them back on exit).
+    await app.start(render_for=frozenset({console.platform}))
     _announce_models(app)
     try:
         if commands:
@@ -273,7 +275,7 @@ def cmd_admin(args: argparse.Namespace, config: Config) -> int:
     from bot.platforms import render
 
     operator = f"shell:{os.environ.get('USER', 'operator')}"
-    actor = Actor(args.platform, args.community, operator, is_admin=True)
+    actor = Actor(args.platform, args.community, operator, is_admin=True, operator=True)
     if args.action in ("grant", "take", "set") and (args.member is None or args.amount is None):
         raise UsageError(f"usage: musicbot admin {args.action} MEMBER AMOUNT [--reason TEXT]")
 

@@ -83,6 +83,10 @@ class EconomyConfig:
     allowance_cap: int = 200
     shared_balances: bool = False
     """One balance per member across all communities of a platform instead of one per community."""
+    wallet_admins: list[str] = field(default_factory=list)
+    """With ``shared_balances``: "platform:user" ids (``discord:1234``, ``slack:U0ABC``) who may
+    grant/take/set and read other members' shared wallets. Community admins may not: a
+    shared wallet spans communities they do not run. The ``musicbot admin`` CLI always may."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,24 @@ class GenerationConfig:
     extend_stride_s: float = 18.0
     progress_interval_s: float = 1.0
     """How often the worker emits progress events; frontends throttle edits further."""
+    lease_s: float = 30.0
+    """A claimed job belongs to its process for this long, renewed every second while the
+    process lives; a job whose lease ran out (its process died) goes back to the queue."""
+    max_crashes: int = 3
+    """A job running at this many process deaths is failed and refunded (a poison job);
+    after its first it runs alone, so it cannot take batch-mates down again."""
+    poll_s: float = 0.5
+    """Longest an idle worker waits before looking at the queue again (wake-ups are also
+    immediate when this process queues a job)."""
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    retry_delays_s: list[float] = field(default_factory=lambda: [2.0, 10.0, 30.0, 120.0, 600.0])
+    """Waits between attempts to post a finished track; after the last, delivery gives up,
+    the member is told to use /track, and nothing is refunded (the track exists)."""
+    concurrency: int = 4
+    """Tracks uploaded at the same time by one process."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +194,7 @@ class Config:
     log_level: str = "INFO"
     models: ModelsConfig = field(default_factory=ModelsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -370,6 +393,14 @@ def validate(config: Config) -> None:
          "must be positive"),
         (_valid_device(config.generation.device), "generation.device",
          "must be auto, cpu, cuda or cuda:N"),
+        (3 <= config.generation.lease_s <= 3600, "generation.lease_s", "must be 3..3600"),
+        (config.generation.max_crashes >= 1, "generation.max_crashes", "must be at least 1"),
+        (0.05 <= config.generation.poll_s <= 10, "generation.poll_s", "must be 0.05..10"),
+        (all(0 < d <= 86_400 for d in config.delivery.retry_delays_s),
+         "delivery.retry_delays_s", "every wait must be above 0 and at most 86400"),
+        (1 <= config.delivery.concurrency <= 64, "delivery.concurrency", "must be 1..64"),
+        (all(":" in who for who in config.economy.wallet_admins), "economy.wallet_admins",
+         'entries must look like "discord:USER_ID" or "slack:U0ABC"'),
         (config.audio.format in FORMATS, "audio.format", f"must be one of {', '.join(FORMATS)}"),
         (32 <= config.audio.bitrate_kbps <= 320, "audio.bitrate_kbps", "must be 32..320"),
         (-40 <= config.audio.target_lufs <= 0, "audio.target_lufs", "must be -40..0"),

@@ -82,10 +82,69 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
     ),
+    (
+        2,
+        "job leases, rendered state and delivery outbox",
+        # SQLite cannot change a CHECK constraint in place: the jobs table is rebuilt (the
+        # documented 12-step procedure; foreign keys are off for this migration only).
+        """
+        CREATE TABLE jobs_v2 (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            params TEXT NOT NULL,
+            batch_key TEXT NOT NULL,
+            duration REAL NOT NULL,
+            state TEXT NOT NULL CHECK (state IN
+                ('queued', 'running', 'rendered', 'done', 'failed', 'cancelled')),
+            price INTEGER NOT NULL CHECK (price >= 0),
+            idempotency_key TEXT NOT NULL UNIQUE,
+            destination TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            crashes INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            refunded INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            lease_expires_at REAL,
+            track_path TEXT,
+            track TEXT,
+            delivery_attempts INTEGER NOT NULL DEFAULT 0,
+            next_delivery_at REAL,
+            delivered_at REAL,
+            delivery_error TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            rendered_at REAL,
+            finished_at REAL,
+            CHECK (state NOT IN ('rendered', 'done') OR refunded = 0)
+        );
+        INSERT INTO jobs_v2 (id, account_id, params, batch_key, duration, state, price,
+            idempotency_key, destination, attempts, max_attempts, error, cancel_requested,
+            refunded, track_path, created_at, started_at, finished_at, delivered_at)
+            SELECT id, account_id, params, batch_key, json_extract(params, '$.duration'), state,
+            price, idempotency_key, destination, attempts, max_attempts, error,
+            cancel_requested, refunded, track_path, created_at, started_at, finished_at,
+            CASE WHEN state = 'done' THEN finished_at END FROM jobs;
+        DROP TABLE jobs;
+        ALTER TABLE jobs_v2 RENAME TO jobs;
+        CREATE INDEX jobs_by_state ON jobs (state, id);
+        CREATE INDEX jobs_by_account ON jobs (account_id, id);
+        CREATE INDEX jobs_served ON jobs (account_id, started_at);
+        CREATE INDEX jobs_by_owner ON jobs (owner) WHERE owner IS NOT NULL;
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+REBUILDS = frozenset({2})
+"""Migrations that rebuild a table others reference: run with foreign keys off, then
+checked with ``PRAGMA foreign_key_check`` before they commit."""
+
+
+BUSY_TIMEOUT_MS = 30_000
+"""How long a write waits for another process's transaction before DatabaseBusy."""
 
 
 class DatabaseError(MusicBotError):
@@ -94,24 +153,36 @@ class DatabaseError(MusicBotError):
     code = "database"
 
 
+class DatabaseBusy(MusicBotError):
+    """Another process held the write lock for longer than ``busy_timeout``; nothing changed."""
+
+    code = "busy"
+
+    def __init__(self) -> None:
+        super().__init__("The bot is busy right now and nothing was changed or charged. "
+                         "Please try again in a moment.")
+
+
 class Database:
     """The SQLite file behind accounts, ledger and jobs."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
 
     async def open(self, *, migrate: bool = True) -> Database:
         """Open both connections, enable WAL and (by default) apply pending migrations."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = await _connect(self.path)
+            self._writer = await _connect(self.path, self.busy_timeout_ms)
             await _pragma(self._writer, "journal_mode = WAL")
             if migrate:
                 await self.upgrade()
-            self._reader = await _connect(self.path)
+            self._reader = await _connect(self.path, self.busy_timeout_ms)
         except (OSError, aiosqlite.Error) as exc:
             await self.close()
             raise DatabaseError(f"Cannot open the database {self.path}: {exc}") from exc
@@ -121,6 +192,10 @@ class Database:
             await self.close()
             raise
         return self
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -163,13 +238,20 @@ class Database:
         for version, description, sql in MIGRATIONS:
             if version <= current:
                 continue
-            async with self.write() as conn:
-                for statement in _split_sql(sql):
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_version VALUES (?, ?, ?)",
-                    (version, description, time.time()),
-                )
+            if version in REBUILDS:
+                await _pragma(self._writer, "foreign_keys = OFF")  # no-op inside a transaction
+            try:
+                async with self.write() as conn:
+                    for statement in _split_sql(sql):
+                        await conn.execute(statement)
+                    if await conn.execute_fetchall("PRAGMA foreign_key_check"):
+                        raise DatabaseError(f"migration {version} broke a foreign key")
+                    await conn.execute(
+                        "INSERT INTO schema_version VALUES (?, ?, ?)",
+                        (version, description, time.time()),
+                    )
+            finally:
+                await _pragma(self._writer, "foreign_keys = ON")
             log.info("database migrated to version %d (%s)", version, description)
             applied.append(version)
         return applied
@@ -183,7 +265,12 @@ class Database:
         assert self._writer is not None, "database is not open"
         async with self._write_lock:
             conn = self._writer
-            await _begin(conn)
+            try:
+                await _begin(conn)
+            except aiosqlite.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise DatabaseBusy() from exc
+                raise
             try:
                 yield conn
             except BaseException:
@@ -191,6 +278,18 @@ class Database:
                 raise
             else:
                 await conn.commit()
+
+    @asynccontextmanager
+    async def reader_snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The reader connection inside one read transaction: every query sees the same
+        committed state. Never blocks the writer (WAL)."""
+        assert self._reader is not None, "database is not open"
+        async with self._read_lock:
+            await _begin(self._reader, "BEGIN")
+            try:
+                yield self._reader
+            finally:
+                await asyncio.shield(self._reader.rollback())
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -201,7 +300,8 @@ class Database:
     async def fetchone(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
         """Query committed data with the reader connection."""
         assert self._reader is not None, "database is not open"
-        return await fetch_one(self._reader, sql, params)
+        async with self._read_lock:
+            return await fetch_one(self._reader, sql, params)
 
     async def fetchall(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
         assert self._reader is not None, "database is not open"
@@ -209,17 +309,18 @@ class Database:
         # awaits keeps the reader's snapshot alive, and other tasks' reads that start in the
         # meantime join that old snapshot, missing jobs committed since (seen as JobNotFound
         # right after /music under 50 concurrent members).
-        return list(await self._reader.execute_fetchall(sql, params))
+        async with self._read_lock:
+            return list(await self._reader.execute_fetchall(sql, params))
 
 
-async def _begin(conn: aiosqlite.Connection) -> None:
-    """``BEGIN IMMEDIATE`` that survives the caller being cancelled.
+async def _begin(conn: aiosqlite.Connection, statement: str = "BEGIN IMMEDIATE") -> None:
+    """``BEGIN IMMEDIATE`` (or another BEGIN) that survives the caller being cancelled.
 
     The statement runs on in the connection's thread whatever happens to the awaiting task;
     if the task is cancelled meanwhile, the transaction it opens must be rolled back here, or
     every later write fails with "cannot start a transaction within a transaction".
     """
-    begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+    begin = asyncio.ensure_future(conn.execute(statement))
     try:
         await asyncio.shield(begin)
     except asyncio.CancelledError:
@@ -235,12 +336,13 @@ async def _undo_begin(begin: asyncio.Future[Any], conn: aiosqlite.Connection) ->
     await conn.rollback()
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def _connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> aiosqlite.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves; autocommit otherwise.
-    conn = await aiosqlite.connect(path, isolation_level=None, timeout=30)
+    conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
     try:
         conn.row_factory = aiosqlite.Row
-        for pragma in ("foreign_keys = ON", "busy_timeout = 30000", "synchronous = NORMAL"):
+        for pragma in ("foreign_keys = ON", f"busy_timeout = {busy_timeout_ms}",
+                       "synchronous = NORMAL"):
             await _pragma(conn, pragma)
     except BaseException:
         await conn.close()  # a leaked connection's thread would keep the process alive

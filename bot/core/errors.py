@@ -92,6 +92,15 @@ class JobNotFound(MusicBotError):
         self.job_id = job_id
 
 
+class NothingToCancel(MusicBotError):
+    """``/cancel`` without a job id, and the member has nothing queued or running."""
+
+    code = "nothing_to_cancel"
+
+    def __init__(self) -> None:
+        super().__init__("You have no queued or running job to cancel.")
+
+
 class JobNotCancellable(MusicBotError):
     """The job already finished, failed or was cancelled."""
 
@@ -124,7 +133,8 @@ class DeliveryError(MusicBotError):
     """A frontend could not hand a finished track to the platform.
 
     ``retryable`` tells the core whether trying again later may help (rate limit, network);
-    when it gives up the job fails and the member is refunded.
+    when it gives up, the member is told to fetch the track with /track (no refund: the track
+    exists; see docs/guarantees.md).
     """
 
     code = "delivery"

@@ -1,45 +1,74 @@
-"""The durable job queue: SQL for inserting, claiming and moving jobs between states.
+"""The durable job queue: SQL for inserting, claiming, leasing and moving jobs between states.
 
 Each state change is one conditional ``UPDATE ... WHERE state = ... RETURNING`` so that two
-callers racing on the same job cannot both win: the loser gets ``None`` and does nothing.
-This is what makes "refund exactly once" hold even when a failure is reported twice.
+callers racing on the same job — two tasks, or two processes on one file — cannot both win:
+the loser gets ``None`` and does nothing. This is what makes "refund exactly once" hold even
+when a failure is reported twice. The allowed moves are :data:`bot.core.models.TRANSITIONS`.
+
+Ownership: a process that claims a job (to render it, or to deliver it) writes its ``owner``
+id and a ``lease_expires_at`` that it renews by heartbeat. Only a job whose lease expired (or
+whose owner is known dead) may be taken over; see :mod:`bot.core.recovery`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import aiosqlite
 
 from bot.core.db import fetch_one as one
-from bot.core.models import AccountKey, Destination, GenerationParams, Job, JobState
+from bot.core.models import AccountKey, Destination, GenerationParams, Job, JobState, Track
 
 _SELECT = (
     "SELECT j.*, a.platform, a.community, a.user FROM jobs j "
     "JOIN accounts a ON a.id = j.account_id "
 )
 
-# Fair order: every member's oldest queued job first, then everyone's second, and so on, so
-# one member's five jobs cannot starve the others. Turns are counted over *queued* jobs only,
-# so once a member's first job starts their second is "first" again; ties between equal
-# turns therefore go to the member served least recently (``served``: when their latest job
-# started; never = 0), which makes the order a round robin instead of "oldest id wins".
-FAIR_QUEUE = (
-    "SELECT q.id, q.batch_key, q.account_id, "
-    "ROW_NUMBER() OVER (PARTITION BY q.account_id ORDER BY q.id) AS turn, "
-    "COALESCE(s.served, 0) AS served "
-    "FROM jobs q LEFT JOIN (SELECT account_id, MAX(started_at) AS served FROM jobs "
-    "WHERE account_id IN (SELECT account_id FROM jobs WHERE state = 'queued') "
-    "GROUP BY account_id) s ON s.account_id = q.account_id "
-    "WHERE q.state = 'queued'"
+_FORGET_TOKENS = (
+    "destination = json_set(destination, '$.interaction_token', json('null'), "
+    "'$.token_expires_at', json('null'))"
 )
+"""SQL assignment that drops the platform's short-lived reply handle (a Discord interaction
+token, a Slack response_url) once nothing will be sent through it any more."""
+
+
+def fair_queue(platforms: Collection[str] | None = None) -> str:
+    """Queued jobs with their fair-order keys (optionally only for some platforms).
+
+    Fair order: every member's oldest queued job first, then everyone's second, and so on, so
+    one member's five jobs cannot starve the others. Turns are counted over *queued* jobs
+    only, so once a member's first job starts their second is "first" again; ties between
+    equal turns go to the member served least recently (``served``: when their latest job
+    started; never = 0), which makes the order a round robin instead of "oldest id wins".
+    The rows carry no ``params``: dragging every queued job's JSON through the window sorts
+    made them several times slower on a deep queue.
+    """
+    only = ""
+    if platforms is not None:
+        names = ", ".join(_quote(p) for p in sorted(platforms)) or "NULL"
+        only = f" AND q.account_id IN (SELECT id FROM accounts WHERE platform IN ({names}))"
+    return (
+        "SELECT q.id, q.batch_key, q.account_id, q.crashes, q.duration, "
+        "ROW_NUMBER() OVER (PARTITION BY q.account_id ORDER BY q.id) AS turn, "
+        "COALESCE(s.served, 0) AS served "
+        "FROM jobs q LEFT JOIN (SELECT account_id, MAX(started_at) AS served FROM jobs "
+        "WHERE account_id IN (SELECT account_id FROM jobs WHERE state = 'queued') "
+        "GROUP BY account_id) s ON s.account_id = q.account_id "
+        f"WHERE q.state = 'queued'{only}"
+    )
+
+
+FAIR_QUEUE = fair_queue()
 FAIR_ORDER = "turn, served, id"
-"""Sort key over FAIR_QUEUE rows. FAIR_QUEUE carries no ``params``: dragging every queued
-job's JSON through the window sorts made them several times slower on a deep queue."""
-_DURATION = "json_extract(params, '$.duration')"
+"""Sort key over :func:`fair_queue` rows."""
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def job_from_row(row: aiosqlite.Row) -> Job:
+    track = row["track"]
     return Job(
         id=row["id"],
         account=AccountKey(row["platform"], row["community"], row["user"]),
@@ -57,6 +86,13 @@ def job_from_row(row: aiosqlite.Row) -> Job:
         finished_at=row["finished_at"],
         track_path=row["track_path"],
         refunded=row["refunded"],
+        owner=row["owner"],
+        lease_expires_at=row["lease_expires_at"],
+        crashes=row["crashes"],
+        track=Track.from_json(track) if track else None,
+        delivery_attempts=row["delivery_attempts"],
+        delivered_at=row["delivered_at"],
+        delivery_error=row["delivery_error"],
     )
 
 
@@ -66,11 +102,11 @@ async def insert(
 ) -> int:
     row = await one(
         conn,
-        "INSERT INTO jobs (account_id, params, batch_key, state, price, idempotency_key, "
-        "destination, max_attempts, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?) "
-        "RETURNING id",
-        (account_id, params.to_json(), params.batch_key, price, idempotency_key,
-         destination.to_json(), max_attempts, now),
+        "INSERT INTO jobs (account_id, params, batch_key, duration, state, price, "
+        "idempotency_key, destination, max_attempts, created_at) "
+        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
+        (account_id, params.to_json(), params.batch_key, params.duration, price,
+         idempotency_key, destination.to_json(), max_attempts, now),
     )
     assert row is not None
     return int(row[0])
@@ -90,59 +126,211 @@ async def select(conn: aiosqlite.Connection, where: str, params: Sequence[object
     return [job_from_row(r) for r in await conn.execute_fetchall(_SELECT + where, params)]
 
 
-async def claim(conn: aiosqlite.Connection, max_batch: int, now: float) -> list[Job]:
-    """Move up to ``max_batch`` compatible queued jobs to running, fairest first."""
-    head = await one(conn, f"SELECT batch_key FROM ({FAIR_QUEUE}) ORDER BY {FAIR_ORDER} LIMIT 1")
+async def _select_ids(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Job]:
+    marks = ",".join("?" * len(ids))
+    return await select(conn, f"WHERE j.id IN ({marks}) ORDER BY j.id", list(ids))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+async def claim(
+    conn: aiosqlite.Connection, max_batch: int, now: float, *, owner: str, lease_s: float,
+    platforms: Collection[str] | None = None,
+) -> list[Job]:
+    """Move up to ``max_batch`` compatible queued jobs to running under ``owner``'s lease.
+
+    Fairest first; batch-mates share the head job's ``batch_key``. A job that was running when
+    a process died (``crashes`` > 0) is claimed alone, so if it is what kills the process it
+    cannot take innocent batch-mates down with it again.
+    """
+    queue = fair_queue(platforms)
+    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}) "
+                     f"ORDER BY {FAIR_ORDER} LIMIT 1")
     if head is None:
         return []
-    ids = [row[0] for row in await conn.execute_fetchall(
-        f"SELECT id FROM ({FAIR_QUEUE}) WHERE batch_key = ? ORDER BY {FAIR_ORDER} LIMIT ?",
-        (head[0], max_batch),
-    )]
+    if head["crashes"] > 0:
+        ids = [head["id"]]
+    else:
+        ids = [row[0] for row in await conn.execute_fetchall(
+            f"SELECT id FROM ({queue}) WHERE batch_key = ? AND crashes = 0 "
+            f"ORDER BY {FAIR_ORDER} LIMIT ?", (head["batch_key"], max_batch))]
     marks = ",".join("?" * len(ids))
     await conn.execute_fetchall(
         f"UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
-        f"error = NULL WHERE state = 'queued' AND id IN ({marks})",
-        (now, *ids),
+        f"error = NULL, owner = ?, lease_expires_at = ? "
+        f"WHERE state = 'queued' AND id IN ({marks})",
+        (now, owner, now + lease_s, *ids),
     )
-    return await select(conn, f"WHERE j.id IN ({marks}) ORDER BY j.id", ids)
+    return await _select_ids(conn, ids)
+
+
+async def renew_leases(
+    conn: aiosqlite.Connection, owner: str, until: float
+) -> list[tuple[int, bool]]:
+    """Extend every lease ``owner`` holds; returns (job id, cancel requested) of those jobs."""
+    rows = await conn.execute_fetchall(
+        "UPDATE jobs SET lease_expires_at = ? WHERE owner = ? AND state IN ('running', "
+        "'rendered') RETURNING id, cancel_requested", (until, owner))
+    return [(int(r[0]), bool(r[1])) for r in rows]
+
+
+async def mark_rendered(
+    conn: aiosqlite.Connection, job_id: int, *, owner: str, track: Track, now: float
+) -> Job | None:
+    """running → rendered: the track is committed; the job enters the delivery outbox.
+
+    Only the owner may do it, and not after a cancel was asked (that job is cancelled and
+    refunded instead). None if the job is no longer this owner's running job.
+    """
+    changed = await one(
+        conn,
+        "UPDATE jobs SET state = 'rendered', track_path = ?, track = ?, rendered_at = ?, "
+        "next_delivery_at = ?, owner = NULL, lease_expires_at = NULL "
+        "WHERE id = ? AND state = 'running' AND owner = ? AND cancel_requested = 0 "
+        "RETURNING id",
+        (track.path, track.to_json(), now, now, job_id, owner),
+    )
+    return await get(conn, job_id) if changed else None
 
 
 async def finish(
     conn: aiosqlite.Connection, job_id: int, state: JobState, *, error: str | None, now: float,
-    refund: bool, from_states: Sequence[JobState] = (JobState.QUEUED, JobState.RUNNING),
-    track_path: str | None = None,
+    from_states: Sequence[JobState] = (JobState.QUEUED, JobState.RUNNING),
+    owner: str | None = None,
 ) -> Job | None:
-    """Move a live job to a terminal state; None if it was not in ``from_states`` any more."""
+    """Move a live job to ``failed`` or ``cancelled`` with a full refund marked on the row.
+
+    Only queued or running jobs can end this way: a rendered track is never refunded. With
+    ``owner``, a running job must still be held by that owner (a process whose lease lapsed
+    must not settle a job someone else took over). None if nothing changed.
+    """
+    assert state in (JobState.FAILED, JobState.CANCELLED)
+    assert all(s.refundable for s in from_states)
     marks = ",".join("?" * len(from_states))
+    mine = "" if owner is None else " AND (state <> 'running' OR owner = ?)"
     changed = await one(
         conn,
-        f"UPDATE jobs SET state = ?, error = ?, finished_at = ?, track_path = ?, "
-        f"refunded = CASE WHEN ? THEN price ELSE 0 END "
-        f"WHERE id = ? AND state IN ({marks}) RETURNING id",
-        (state.value, error, now, track_path, refund, job_id, *(s.value for s in from_states)),
+        f"UPDATE jobs SET state = ?, error = ?, finished_at = ?, refunded = price, "
+        f"owner = NULL, lease_expires_at = NULL, {_FORGET_TOKENS} "
+        f"WHERE id = ? AND state IN ({marks}){mine} RETURNING id",
+        (state.value, error, now, job_id, *(s.value for s in from_states),
+         *(() if owner is None else (owner,))),
     )
     return await get(conn, job_id) if changed else None
-
-
-async def set_track_path(conn: aiosqlite.Connection, job_id: int, path: str) -> None:
-    """Record a running job's finished file before it is delivered (Extend can use it)."""
-    await one(conn, "UPDATE jobs SET track_path = ? WHERE id = ? AND state = 'running' "
-              "RETURNING id", (path, job_id))
 
 
 async def requeue(
-    conn: aiosqlite.Connection, job_id: int, *, error: str | None, count_attempt: bool
+    conn: aiosqlite.Connection, job_id: int, *, error: str | None, count_attempt: bool,
+    owner: str | None = None, crashed: bool = False,
 ) -> Job | None:
-    """Running → queued (retry, or release without spending an attempt)."""
+    """Running → queued: a retry (``count_attempt``), a release, or a crash recovery.
+
+    A release or a crash does not spend the job's attempt; a crash is counted in ``crashes``.
+    With ``owner``, only that owner's job moves.
+    """
+    mine = "" if owner is None else " AND owner = ?"
     changed = await one(
         conn,
-        "UPDATE jobs SET state = 'queued', error = ?, started_at = NULL, "
-        "attempts = attempts - ? WHERE id = ? AND state = 'running' AND cancel_requested = 0 "
-        "RETURNING id",
-        (error, 0 if count_attempt else 1, job_id),
+        "UPDATE jobs SET state = 'queued', error = ?, started_at = NULL, owner = NULL, "
+        "lease_expires_at = NULL, attempts = attempts - ?, crashes = crashes + ? "
+        f"WHERE id = ? AND state = 'running' AND cancel_requested = 0{mine} RETURNING id",
+        (error, 0 if count_attempt else 1, 1 if crashed else 0, job_id,
+         *(() if owner is None else (owner,))),
     )
     return await get(conn, job_id) if changed else None
+
+
+async def orphaned(conn: aiosqlite.Connection, now: float) -> list[Job]:
+    """Running jobs whose lease expired (or that no process ever leased)."""
+    return await select(conn, "WHERE j.state = 'running' AND (j.owner IS NULL "
+                        "OR j.lease_expires_at IS NULL OR j.lease_expires_at < ?)", (now,))
+
+
+async def running_owners(conn: aiosqlite.Connection) -> list[str]:
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT owner FROM jobs WHERE state IN ('running', 'rendered') "
+        "AND owner IS NOT NULL")
+    return [r[0] for r in rows]
+
+
+async def expire_owner(conn: aiosqlite.Connection, owner: str) -> int:
+    """End the leases of a process known to be dead, so its jobs can be taken over now."""
+    rows = await conn.execute_fetchall(
+        "UPDATE jobs SET lease_expires_at = 0 WHERE owner = ? RETURNING id", (owner,))
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+async def claim_deliveries(
+    conn: aiosqlite.Connection, *, platforms: Collection[str], owner: str, lease_s: float,
+    now: float, limit: int,
+) -> list[Job]:
+    """Lease up to ``limit`` rendered jobs that are due for a delivery attempt."""
+    if not platforms:
+        return []
+    names = ", ".join(_quote(p) for p in sorted(platforms))
+    rows = await conn.execute_fetchall(
+        "UPDATE jobs SET owner = ?, lease_expires_at = ? WHERE id IN (SELECT id FROM jobs "
+        "WHERE state = 'rendered' AND next_delivery_at <= ? "
+        "AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
+        f"AND account_id IN (SELECT id FROM accounts WHERE platform IN ({names})) "
+        "ORDER BY next_delivery_at, id LIMIT ?) RETURNING id",
+        (owner, now + lease_s, now, now, limit),
+    )
+    return await _select_ids(conn, [r[0] for r in rows]) if rows else []
+
+
+async def mark_delivered(conn: aiosqlite.Connection, job_id: int, now: float) -> Job | None:
+    """rendered → done: the platform accepted the track."""
+    changed = await one(
+        conn,
+        "UPDATE jobs SET state = 'done', delivered_at = ?, finished_at = ?, error = NULL, "
+        f"owner = NULL, lease_expires_at = NULL, {_FORGET_TOKENS} "
+        "WHERE id = ? AND state = 'rendered' RETURNING id",
+        (now, now, job_id),
+    )
+    return await get(conn, job_id) if changed else None
+
+
+async def retry_delivery(
+    conn: aiosqlite.Connection, job_id: int, *, owner: str, error: str, at: float
+) -> Job | None:
+    """Leave a rendered job in the outbox for another attempt at ``at`` (epoch seconds)."""
+    changed = await one(
+        conn,
+        "UPDATE jobs SET delivery_attempts = delivery_attempts + 1, next_delivery_at = ?, "
+        "delivery_error = ?, owner = NULL, lease_expires_at = NULL "
+        "WHERE id = ? AND state = 'rendered' AND owner = ? RETURNING id",
+        (at, error, job_id, owner),
+    )
+    return await get(conn, job_id) if changed else None
+
+
+async def give_up_delivery(
+    conn: aiosqlite.Connection, job_id: int, *, error: str, now: float
+) -> Job | None:
+    """rendered → done without delivery: the track stays available through /track."""
+    changed = await one(
+        conn,
+        "UPDATE jobs SET state = 'done', delivery_attempts = delivery_attempts + 1, "
+        f"delivery_error = ?, finished_at = ?, owner = NULL, lease_expires_at = NULL, "
+        f"{_FORGET_TOKENS} WHERE id = ? AND state = 'rendered' RETURNING id",
+        (error, now, job_id),
+    )
+    return await get(conn, job_id) if changed else None
+
+
+async def release_all(conn: aiosqlite.Connection, owner: str) -> None:
+    """Hand back the delivery leases of a process that stops politely."""
+    await conn.execute_fetchall(
+        "UPDATE jobs SET owner = NULL, lease_expires_at = NULL "
+        "WHERE owner = ? AND state = 'rendered'", (owner,))
+
+
+# --------------------------------------------------------------------------- members
 
 
 async def request_cancel(conn: aiosqlite.Connection, job_id: int) -> bool:
@@ -174,18 +362,16 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
 
 
 _RUNNING_SECONDS = (
-    f"COALESCE((SELECT SUM({_DURATION}) / 2 FROM jobs WHERE state = 'running'), 0)"
+    "COALESCE((SELECT SUM(duration) / 2 FROM jobs WHERE state = 'running'), 0)"
 )
 """Audio seconds still to make for running jobs (counted as half done)."""
 
 
 async def seconds_ahead(conn: aiosqlite.Connection) -> float:
     """Audio seconds of the whole queue plus what running jobs still have to make."""
-    # Summed in SQL (json_extract) in one round trip: parsing every queued job's JSON in
-    # Python on each request made /music O(queue) in Python time.
     row = await one(
         conn,
-        f"SELECT COALESCE((SELECT SUM({_DURATION}) FROM jobs WHERE state = 'queued'), 0) "
+        "SELECT COALESCE((SELECT SUM(duration) FROM jobs WHERE state = 'queued'), 0) "
         f"+ {_RUNNING_SECONDS}",
     )
     return float(row[0]) if row else 0.0
@@ -196,8 +382,8 @@ async def place(conn: aiosqlite.Connection, job_id: int) -> tuple[int, float]:
     row = await one(
         conn,
         f"WITH ordered AS (SELECT f.id, ROW_NUMBER() OVER (ORDER BY {FAIR_ORDER}) AS pos, "
-        f"SUM({_DURATION}) OVER (ORDER BY {FAIR_ORDER} ROWS UNBOUNDED PRECEDING) AS ahead "
-        f"FROM ({FAIR_QUEUE}) f JOIN jobs USING (id)) "
+        f"SUM(f.duration) OVER (ORDER BY {FAIR_ORDER} ROWS UNBOUNDED PRECEDING) AS ahead "
+        f"FROM ({FAIR_QUEUE}) f) "
         f"SELECT (SELECT pos FROM ordered WHERE id = ?), "
         f"COALESCE((SELECT ahead FROM ordered WHERE id = ?), 0) + {_RUNNING_SECONDS}",
         (job_id, job_id),
@@ -209,4 +395,3 @@ async def place(conn: aiosqlite.Connection, job_id: int) -> tuple[int, float]:
 async def count(conn: aiosqlite.Connection, where: str, params: Sequence[object]) -> int:
     row = await one(conn, f"SELECT COUNT(*) FROM jobs WHERE {where}", params)
     return int(row[0]) if row else 0
-

@@ -18,6 +18,8 @@ from bot.core.models import AccountKey, LedgerEntry, LedgerKind
 
 DAY_S = 86_400
 MAX_BALANCE = 1_000_000_000
+"""Cap on what admins and allowances can bring a balance to. Refunds ignore it: giving back
+tokens that were taken must never fail (see docs/guarantees.md)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,32 @@ async def _create_account(
     return row
 
 
+async def peek_balance(
+    conn: aiosqlite.Connection, key: AccountKey, economy: EconomyConfig, now: float
+) -> int:
+    """The balance ``ensure_account`` would return, without writing anything.
+
+    No account yet: the starting balance. A pending daily allowance is included.
+    """
+    row = await _account_row(conn, key)
+    if row is None:
+        return economy.starting_balance
+    _, balance, allowance_day = row
+    if economy.daily_allowance > 0:
+        balance += _allowance_due(balance, allowance_day, economy, now)[0]
+    return balance
+
+
+def _allowance_due(
+    balance: int, allowance_day: int, economy: EconomyConfig, now: float
+) -> tuple[int, int]:
+    """(tokens to add, days missed) for an account last topped up on ``allowance_day``."""
+    days = int(now // DAY_S) - allowance_day
+    if days <= 0:
+        return 0, 0
+    return max(0, min(economy.allowance_cap - balance, economy.daily_allowance * days)), days
+
+
 async def find_account(conn: aiosqlite.Connection, key: AccountKey) -> Account | None:
     row = await _account_row(conn, key)
     return Account(row[0], key, row[1]) if row else None
@@ -84,9 +112,10 @@ async def credit(
     conn: aiosqlite.Connection, account_id: int, amount: int, kind: LedgerKind, *,
     job_id: int | None, actor: str, reason: str, now: float,
 ) -> int:
-    """Add ``amount`` tokens; refuses to push a balance past MAX_BALANCE."""
+    """Add ``amount`` tokens; refuses to push a balance past MAX_BALANCE (refunds excepted)."""
+    cap = None if kind is LedgerKind.REFUND else MAX_BALANCE
     return await _change(conn, account_id, amount, kind, job_id=job_id, actor=actor,
-                         reason=reason, now=now)
+                         reason=reason, now=now, cap=cap)
 
 
 async def set_balance(
@@ -136,12 +165,15 @@ def entry_from_row(row: aiosqlite.Row) -> LedgerEntry:
 async def _change(
     conn: aiosqlite.Connection, account_id: int, delta: int, kind: LedgerKind, *,
     job_id: int | None = None, actor: str, reason: str, now: float,
+    cap: int | None = MAX_BALANCE,
 ) -> int:
+    # An uncapped change may still not go below zero; SQLite integers hold far more than any
+    # balance refunds can add up to.
     row = await one(
         conn,
-        "UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? BETWEEN 0 AND ? "
-        "RETURNING balance",
-        (delta, account_id, delta, MAX_BALANCE),
+        "UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? >= 0 "
+        "AND (? IS NULL OR balance + ? <= ?) RETURNING balance",
+        (delta, account_id, delta, cap, delta, cap),
     )
     if row is None:
         raise InvalidRequest("amount", f"the balance would leave 0..{MAX_BALANCE:,}")
@@ -153,13 +185,11 @@ async def _apply_allowance(
     conn: aiosqlite.Connection, account_id: int, balance: int, allowance_day: int,
     economy: EconomyConfig, now: float,
 ) -> int:
-    today = int(now // DAY_S)
-    if allowance_day >= today:
+    top_up, days = _allowance_due(balance, allowance_day, economy, now)
+    if days == 0:
         return balance
-    days = today - allowance_day
-    top_up = max(0, min(economy.allowance_cap - balance, economy.daily_allowance * days))
     await conn.execute_fetchall("UPDATE accounts SET allowance_day = ? WHERE id = ?",
-                                (today, account_id))
+                                (int(now // DAY_S), account_id))
     if top_up == 0:
         return balance
     return await _change(conn, account_id, top_up, LedgerKind.ALLOWANCE, actor="system",

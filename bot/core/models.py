@@ -44,6 +44,9 @@ class Actor:
     user: str
     is_admin: bool = False
     display_name: str = ""
+    operator: bool = False
+    """The person running the bot (the ``musicbot admin`` CLI, the local console): may
+    manage shared wallets. Chat frontends never set it."""
 
     @property
     def key(self) -> AccountKey:
@@ -51,10 +54,16 @@ class Actor:
 
 
 class JobState(enum.StrEnum):
-    """Life of a job: queued → running → done | failed | cancelled."""
+    """Life of a job: queued → running → rendered → done, or → failed | cancelled.
+
+    ``rendered``: the track is on disk and committed; the GPU's part is over and the job waits
+    in the delivery outbox. From there it only ever becomes ``done`` — a made track is never
+    refunded (see docs/guarantees.md). :data:`TRANSITIONS` is the whole state machine.
+    """
 
     QUEUED = "queued"
     RUNNING = "running"
+    RENDERED = "rendered"
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -62,6 +71,24 @@ class JobState(enum.StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+    @property
+    def refundable(self) -> bool:
+        """Whether ending the job now gives the tokens back (only before a track exists)."""
+        return self in (JobState.QUEUED, JobState.RUNNING)
+
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.QUEUED, JobState.RENDERED, JobState.FAILED,
+                                 JobState.CANCELLED}),
+    JobState.RENDERED: frozenset({JobState.DONE}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+"""Allowed moves. Every move is one conditional UPDATE in :mod:`bot.core.jobs` whose WHERE
+names the source state, so two processes racing on a job cannot both move it."""
 
 
 class LedgerKind(enum.StrEnum):
@@ -172,6 +199,13 @@ class Track:
     noise: bool = False
     """True when made by a random-initialised model (``debug``): the audio is noise."""
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Track:
+        return cls(**json.loads(raw))
+
 
 @dataclass(frozen=True)
 class Job:
@@ -193,6 +227,18 @@ class Job:
     finished_at: float | None
     track_path: str | None
     refunded: int = 0
+    owner: str | None = None
+    """Process that holds the job now (rendering it, or delivering it), under a lease."""
+    lease_expires_at: float | None = None
+    crashes: int = 0
+    """Process deaths while this job was running; after one it runs alone (poison check)."""
+    track: Track | None = None
+    """The rendered track (set from ``rendered`` on)."""
+    delivery_attempts: int = 0
+    delivered_at: float | None = None
+    """When the platform accepted the track; None on a ``done`` job means delivery gave up
+    (the member can still fetch it with /track)."""
+    delivery_error: str | None = None
 
     @property
     def batch_key(self) -> str:
@@ -247,6 +293,8 @@ class EventKind(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REQUEUED = "requeued"
+    UNDELIVERED = "undelivered"
+    """The track was made but the platform would not take it; no refund, /track gets it."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ service; the service routes each job's events to the frontend named by
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from bot.core.models import Job, JobEvent, Track
@@ -29,5 +31,41 @@ class Frontend(Protocol):
         """Upload the finished track to ``job.destination``.
 
         Must raise :class:`bot.core.errors.DeliveryError` if the member did not get it; the
-        core then retries or fails the job and refunds. Returning means delivered.
+        delivery stage then retries later or gives up (the member keeps /track; no refund).
+        Returning means delivered.
         """
+
+
+class WorkerPort(Protocol):
+    """What the generation worker needs from the core (implemented by
+    :class:`bot.core.settlement.Settlement`). Every claimed job leaves through exactly one of
+    ``rendered``, ``fail``, ``release`` or ``finish_cancelled``."""
+
+    work_available: asyncio.Event
+    """A hint that jobs may be queued; the worker also polls, so a missed hint costs little."""
+
+    async def claim(self, max_batch: int, platforms: Collection[str] | None = None) -> list[Job]:
+        """Lease up to ``max_batch`` compatible queued jobs to this process."""
+
+    async def has_queued(self) -> bool:
+        """Cheap read: is any job queued?"""
+
+    async def report_progress(self, job: Job, fraction: float) -> None: ...
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """Whether the job must stop now. Called from the generating thread."""
+
+    def record_speed(self, audio_seconds: float, wall_seconds: float, batch_size: int) -> None: ...
+
+    async def source_track(self, job_id: int) -> str | None:
+        """Stored track path of a job (the audio an extension continues)."""
+
+    async def rendered(self, job: Job, track: Track) -> Job:
+        """The track is on disk: commit it for delivery."""
+
+    async def fail(self, job_id: int, message: str, retryable: bool = False) -> Job: ...
+
+    async def release(self, job_ids: Iterable[int]) -> None:
+        """Back to the queue, no attempt spent (shutdown, batch-mates of a cancel)."""
+
+    async def finish_cancelled(self, job_id: int) -> Job: ...

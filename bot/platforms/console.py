@@ -53,7 +53,8 @@ class ConsoleFrontend:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
-        self.actor = Actor(PLATFORM, COMMUNITY, user, is_admin=True, display_name=user)
+        self.actor = Actor(PLATFORM, COMMUNITY, user, is_admin=True, display_name=user,
+                           operator=True)
         self._out = out or sys.stdout
         self._clock = clock
         self._watches: dict[int, _JobWatch] = {}

@@ -239,3 +239,11 @@ def job_row(db_path: Path | str, job_id: int) -> sqlite3.Row:
         return row
     finally:
         conn.close()
+
+
+async def complete(service: MusicService, job: Job, made: Track) -> Job:
+    """What the worker and the delivery stage do for a finished track: commit it as
+    rendered, then deliver every due track. Returns the job as it is afterwards."""
+    await service.settlement.rendered(job, made)
+    await service.delivery.deliver_due()
+    return await service.get_job(job.id)

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from bot.core.errors import InsufficientTokens, InvalidRequest, NotAuthorized
-from bot.core.models import LedgerKind
+from bot.core.models import Actor, LedgerKind
 from bot.core.service import MusicService
 
 from .conftest import (
+    PLATFORM,
     Clock,
     assert_books_balance,
     ledger_rows,
@@ -61,12 +62,14 @@ async def test_non_admin_cannot_move_tokens(service: MusicService, action: str) 
     assert snapshot(service.config.database_path) == before
 
 
-async def test_member_reads_only_their_own_ledger(service: MusicService) -> None:
+async def test_the_ledger_is_for_admins_only(service: MusicService) -> None:
     await order(service, member("alice"))
-    mine = await service.ledger(member("alice"))
-    assert [e.kind for e in mine] == [LedgerKind.CHARGE, LedgerKind.STARTING]
+    with pytest.raises(NotAuthorized, match="admins of this community"):
+        await service.ledger(member("alice"))
     with pytest.raises(NotAuthorized):
         await service.ledger(member("mallory"), "alice")
+    entries = await service.ledger(MOD, "alice")
+    assert [e.kind for e in entries] == [LedgerKind.CHARGE, LedgerKind.STARTING]
 
 
 async def test_taking_more_than_the_balance_is_refused(service: MusicService) -> None:
@@ -85,7 +88,18 @@ async def test_admin_acts_only_in_their_own_community(service: MusicService) -> 
 
     assert await service.balance(member("alice", community="guild-2")) == 140
     assert await service.balance(member("alice", community="guild-1")) == 100
-    assert [e.kind for e in await service.ledger(MOD)] == [LedgerKind.STARTING]
+    assert await service.ledger(MOD) == []  # reading a balance creates no account
+
+
+async def test_reading_balances_creates_nothing_and_others_are_for_admins(
+    service: MusicService,
+) -> None:
+    before = snapshot(service.config.database_path)
+    assert await service.balance(member("alice")) == 100  # what alice will start with
+    assert await service.balance(MOD, "bob") == 100
+    assert snapshot(service.config.database_path) == before
+    with pytest.raises(NotAuthorized, match="see other members' balances"):
+        await service.balance(member("mallory"), "alice")
 
 
 async def test_shared_balances_give_one_balance_across_communities(
@@ -96,8 +110,30 @@ async def test_shared_balances_give_one_balance_across_communities(
     await order(service, member("alice", community="guild-2"))
 
     assert await service.balance(member("alice", community="guild-3")) == 80
-    assert await service.grant(member("mod", "guild-2", admin=True), "alice", 5) == 85
-    assert await service.balance(member("alice", community="guild-1")) == 85
+    before = snapshot(service.config.database_path)
+    # A community admin does not run a wallet that spans other communities.
+    with pytest.raises(NotAuthorized, match="shared wallets"):
+        await service.grant(member("mod", "guild-2", admin=True), "alice", 5)
+    with pytest.raises(NotAuthorized):
+        await service.balance(member("mod", "guild-2", admin=True), "alice")
+    with pytest.raises(NotAuthorized):
+        await service.ledger(member("mod", "guild-2", admin=True))
+    assert snapshot(service.config.database_path) == before
+
+
+async def test_shared_wallets_are_moved_by_the_operators_only(
+    open_service: Any, tmp_path: Path
+) -> None:
+    config = make_config(tmp_path, economy={"shared_balances": True,
+                                            "wallet_admins": ["console:boss"]})
+    service = await open_service(config)
+    await order(service, member("alice", community="guild-1"))
+    assert await service.grant(member("boss", "guild-2"), "alice", 5) == 95
+    shell = Actor(PLATFORM, "anywhere", "shell:root", is_admin=True, operator=True)
+    assert await service.take(shell, "alice", 15) == 80
+    assert await service.balance(member("alice", community="guild-7")) == 80
+    kinds = [e.kind for e in await service.ledger(member("boss", "guild-9"), "alice")]
+    assert kinds == [LedgerKind.TAKE, LedgerKind.GRANT, LedgerKind.CHARGE, LedgerKind.STARTING]
 
 
 async def test_switching_shared_balances_neither_wipes_nor_merges(
@@ -132,18 +168,18 @@ async def test_daily_allowance_tops_up_lazily_to_the_cap(
 
     clock.advance(86_400)
     db_path = config.database_path
-    assert ledger_rows(db_path, "kind = 'allowance'") == []  # lazy: nothing until alice acts
-    assert await service.balance(alice) == 40
-    assert await service.balance(alice) == 40  # once per day
+    assert await service.balance(alice) == 40  # shown as due...
+    assert ledger_rows(db_path, "kind = 'allowance'") == []  # ...written when alice spends
 
     clock.advance(5 * 86_400)
     assert (await order(service, alice)).balance == 90  # topped up to the cap, then charged
     allowances = ledger_rows(db_path, "kind = 'allowance'")
     assert [(r["delta"], r["reason"]) for r in allowances] == [
-        (20, "daily allowance (1 day)"), (60, "daily allowance (5 days)")]
+        (80, "daily allowance (6 days)")]
 
     await service.grant(MOD, "alice", 100)  # above the cap: the allowance never takes away
     clock.advance(86_400)
     assert await service.balance(alice) == 190
-    assert len(ledger_rows(db_path, "kind = 'allowance'")) == 2
+    await order(service, alice)
+    assert len(ledger_rows(db_path, "kind = 'allowance'")) == 1
     assert_books_balance(db_path)

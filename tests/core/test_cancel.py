@@ -8,13 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.errors import InvalidRequest, JobNotCancellable, JobNotFound, NotAuthorized
+from bot.core.errors import (
+    InvalidRequest,
+    JobNotCancellable,
+    JobNotFound,
+    NotAuthorized,
+    NothingToCancel,
+)
 from bot.core.models import EventKind, JobState
 from bot.core.service import MusicService
 
 from .conftest import (
     RecordingFrontend,
     assert_books_balance,
+    complete,
     ledger_rows,
     member,
     order,
@@ -34,7 +41,7 @@ async def test_cancel_queued_job_refunds_at_once(
 
     assert job.state is JobState.CANCELLED and job.refunded == 10
     assert await service.balance(alice) == 100
-    assert await service.claim_batch(4) == []  # the worker never sees it
+    assert await service.settlement.claim(4) == []  # the worker never sees it
     assert [e.refunded for e in frontend.events if e.kind is EventKind.CANCELLED] == [10]
     assert_books_balance(service.config.database_path)
 
@@ -51,7 +58,7 @@ async def test_cancel_without_id_picks_newest_active_job(service: MusicService) 
 
 
 async def test_cancel_with_nothing_active_says_so(service: MusicService) -> None:
-    with pytest.raises(JobNotFound):
+    with pytest.raises(NothingToCancel, match="no queued or running job to cancel"):
         await service.cancel(member())
 
 
@@ -60,20 +67,20 @@ async def test_cancel_running_job_refunds_once_when_worker_stops(
 ) -> None:
     alice = member()
     await order(service, alice)
-    [job] = await service.claim_batch(1)
+    [job] = await service.settlement.claim(1)
 
     asked = await service.cancel(alice, job.id)
     assert asked.state is JobState.RUNNING and asked.cancel_requested
-    assert service.cancel_requested(job.id)  # what audiocraft's progress callback checks
+    assert service.settlement.cancel_requested(job.id)  # what audiocraft's progress callback checks
     assert await service.balance(alice) == 90  # not yet: the GPU is still busy
 
-    results = await asyncio.gather(service.finish_cancelled(job.id),
-                                   service.finish_cancelled(job.id))
+    results = await asyncio.gather(service.settlement.finish_cancelled(job.id),
+                                   service.settlement.finish_cancelled(job.id))
 
     assert {r.state for r in results} == {JobState.CANCELLED}
     assert await service.balance(alice) == 100
     assert len(ledger_rows(service.config.database_path, "kind = 'refund'")) == 1
-    assert not service.cancel_requested(job.id)
+    assert not service.settlement.cancel_requested(job.id)
     await service.drain_events()
     assert [e.kind for e in frontend.events if e.job.id == job.id][-1] is EventKind.CANCELLED
 
@@ -83,10 +90,10 @@ async def test_track_finished_after_cancel_is_not_delivered_but_refunded(
 ) -> None:
     alice = member()
     await order(service, alice)
-    [job] = await service.claim_batch(1)
+    [job] = await service.settlement.claim(1)
     await service.cancel(alice, job.id)
 
-    result = await service.complete(job, track(tmp_path, job))
+    result = await complete(service, job, track(tmp_path, job))
 
     assert result.state is JobState.CANCELLED and job.id not in frontend.delivered
     assert await service.balance(alice) == 100
@@ -97,8 +104,8 @@ async def test_cancelling_a_finished_job_is_refused(
 ) -> None:
     alice = member()
     await order(service, alice)
-    [job] = await service.claim_batch(1)
-    await service.complete(job, track(tmp_path, job))
+    [job] = await service.settlement.claim(1)
+    await complete(service, job, track(tmp_path, job))
     before = snapshot(service.config.database_path)
 
     with pytest.raises(JobNotCancellable, match="already done"):

@@ -8,12 +8,13 @@ import random
 from pathlib import Path
 
 from bot.core.errors import InsufficientTokens, JobNotCancellable
-from bot.core.models import JobState
+from bot.core.models import EventKind, JobState
 from bot.core.service import MusicService
 
 from .conftest import (
     RecordingFrontend,
     assert_books_balance,
+    complete,
     destination,
     ledger_rows,
     member,
@@ -54,23 +55,23 @@ async def _worker(
     """A generation worker that completes, fails, retries, releases and cancels at random."""
     rng = random.Random(seed)
     while not (stop.is_set() and await _idle(service)):
-        batch = await service.claim_batch(4)
+        batch = await service.settlement.claim(4)
         if not batch:
             await asyncio.sleep(0.001)
             continue
         for job in batch:
             roll = rng.random()
             if roll < 0.5:
-                await service.complete(job, track(tmp_path, job))
+                await complete(service, job, track(tmp_path, job))
             elif roll < 0.65:
-                await service.fail(job.id, "out of memory", retryable=True)
+                await service.settlement.fail(job.id, "out of memory", retryable=True)
             elif roll < 0.8:
-                await service.fail(job.id, "model crashed")
+                await service.settlement.fail(job.id, "model crashed")
             elif roll < 0.9:
-                await service.release([job.id])
+                await service.settlement.release([job.id])
             else:
                 await service.cancel(member(job.account.user), job.id)
-                await service.finish_cancelled(job.id)
+                await service.settlement.finish_cancelled(job.id)
 
 
 async def _idle(service: MusicService) -> bool:
@@ -131,10 +132,10 @@ async def test_same_request_id_sent_concurrently_charges_once(service: MusicServ
 async def test_failure_reported_twice_refunds_once(service: MusicService) -> None:
     alice = member()
     receipt = await order(service, alice)
-    [job] = await service.claim_batch(1)
+    [job] = await service.settlement.claim(1)
 
-    first = await service.fail(job.id, "model crashed")
-    second = await service.fail(job.id, "model crashed again")
+    first = await service.settlement.fail(job.id, "model crashed")
+    second = await service.settlement.fail(job.id, "model crashed again")
 
     assert first.state is second.state is JobState.FAILED
     assert await service.balance(alice) == 100
@@ -147,10 +148,11 @@ async def test_failure_reported_twice_concurrently_refunds_once(service: MusicSe
     alice = member()
     for _ in range(5):
         await order(service, alice)
-    running = await service.claim_batch(5)
+    running = await service.settlement.claim(5)
     assert len(running) == 5
 
-    await asyncio.gather(*(service.fail(job.id, "boom") for job in running for _ in range(3)))
+    await asyncio.gather(*(service.settlement.fail(job.id, "boom")
+                           for job in running for _ in range(3)))
 
     assert await service.balance(alice) == 100
     assert len(ledger_rows(service.config.database_path, "kind = 'refund'")) == 5
@@ -162,10 +164,10 @@ async def test_failure_after_delivery_refunds_nothing(
 ) -> None:
     alice = member()
     await order(service, alice)
-    [job] = await service.claim_batch(1)
-    done = await service.complete(job, track(tmp_path, job))
+    [job] = await service.settlement.claim(1)
+    done = await complete(service, job, track(tmp_path, job))
 
-    after = await service.fail(job.id, "late error from a batch-mate")
+    after = await service.settlement.fail(job.id, "late error from a batch-mate")
 
     assert done.state is after.state is JobState.DONE
     assert job.id in frontend.delivered
@@ -173,30 +175,37 @@ async def test_failure_after_delivery_refunds_nothing(
     assert ledger_rows(service.config.database_path, "kind = 'refund'") == []
 
 
-async def test_undeliverable_track_is_refunded(
+async def test_undeliverable_track_is_kept_for_track_and_not_refunded(
     service: MusicService, frontend: RecordingFrontend, tmp_path: Path
 ) -> None:
+    """A made track is never refunded: the member is told and can fetch it with /track."""
     alice = member()
     await order(service, alice)
-    [job] = await service.claim_batch(1)
+    [job] = await service.settlement.claim(1)
     frontend.refuse_uploads = True
 
-    result = await service.complete(job, track(tmp_path, job))
+    result = await complete(service, job, track(tmp_path, job))
+    await service.drain_events()
 
-    assert result.state is JobState.FAILED and "too large" in (result.error or "")
-    assert await service.balance(alice) == 100
+    assert result.state is JobState.DONE and result.delivered_at is None
+    assert "too large" in (result.delivery_error or "")
+    assert await service.balance(alice) == 90
+    told = [e for e in frontend.events if e.kind is EventKind.UNDELIVERED]
+    assert told and told[0].job.id == job.id
+    again, _ = await service.stored_track(alice, job.id)
+    assert again.id == job.id
     assert_books_balance(service.config.database_path)
 
 
 async def test_retryable_failure_requeues_until_attempts_run_out(service: MusicService) -> None:
     alice = member()
     await order(service, alice)  # max_attempts defaults to 2
-    [job] = await service.claim_batch(1)
+    [job] = await service.settlement.claim(1)
 
-    retried = await service.fail(job.id, "CUDA out of memory", retryable=True)
+    retried = await service.settlement.fail(job.id, "CUDA out of memory", retryable=True)
     assert retried.state is JobState.QUEUED and await service.balance(alice) == 90
-    [job] = await service.claim_batch(1)
-    final = await service.fail(job.id, "CUDA out of memory", retryable=True)
+    [job] = await service.settlement.claim(1)
+    final = await service.settlement.fail(job.id, "CUDA out of memory", retryable=True)
 
     assert final.state is JobState.FAILED and final.attempts == 2
     assert await service.balance(alice) == 100

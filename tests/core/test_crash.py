@@ -1,5 +1,5 @@
 """Crashes: the bot process dies (``os._exit``) between any two writes; a new process opens
-the same file, sweeps, and no token is lost or doubled.
+the same file, recovers the dead process's jobs, and no token is lost or doubled.
 
 The child process is the real service on the real file. It is killed from SQLite's own
 trace hook right before a chosen statement runs, so the crash lands exactly between two
@@ -12,6 +12,7 @@ import asyncio
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from bot.config import Config
 from bot.core.models import JobState
 from bot.core.service import MusicService
 
-from .conftest import assert_books_balance, make_config, member, raw, track
+from .conftest import Clock, assert_books_balance, complete, make_config, member, raw, track
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,8 @@ async def life():
         limits=LimitsConfig(max_duration_s=30.0, max_queued_per_user=10_000,
                             max_queue=100_000, rate_limit=RateLimit(100_000, 60.0)),
         economy=dataclasses.replace(base.economy, starting_balance=100),
-        generation=dataclasses.replace(base.generation, max_attempts=args["max_attempts"]),
+        generation=dataclasses.replace(base.generation, max_attempts=args["max_attempts"],
+                                       max_crashes=args["max_crashes"]),
         models=dataclasses.replace(base.models, default="small"))
     db = await Database(config.database_path).open()
     service = MusicService(config, db)
@@ -67,12 +69,13 @@ async def life():
     async def order(actor, key):
         return await service.request_music(actor, MusicRequest("lofi", 5), where(actor), key)
     await order(alice, "a"); await order(bob, "b"); await order(alice, "c")
-    first, second = await service.claim_batch(2)
-    await service.complete(first, Track("/tmp/x.mp3", "mp3", 5.0, 3, 32000))
-    await service.fail(second.id, "model crashed")
+    first, second = await service.settlement.claim(2)
+    await service.settlement.rendered(first, Track("/tmp/x.mp3", "mp3", 5.0, 3, 32000))
+    await service.delivery.deliver_due()
+    await service.settlement.fail(second.id, "model crashed")
     await service.cancel(alice)  # alice's queued "c": refunded at once
     await order(alice, "d"); await order(bob, "e")
-    running = await service.claim_batch(2)
+    running = await service.settlement.claim(2)
     await service.cancel(bob, running[1].id)  # asks the worker to stop "e"
     print(json.dumps({"writes": len(writes)}), flush=True)
     os._exit(9)  # killed while generating
@@ -81,8 +84,11 @@ asyncio.run(life())
 """
 
 
-async def _run_child(db: Path, crash_at: int, max_attempts: int = 2) -> tuple[int, str]:
-    payload = json.dumps({"db": str(db), "crash_at": crash_at, "max_attempts": max_attempts})
+async def _run_child(
+    db: Path, crash_at: int, max_attempts: int = 2, max_crashes: int = 3
+) -> tuple[int, str]:
+    payload = json.dumps({"db": str(db), "crash_at": crash_at, "max_attempts": max_attempts,
+                          "max_crashes": max_crashes})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, payload, cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -91,8 +97,9 @@ async def _run_child(db: Path, crash_at: int, max_attempts: int = 2) -> tuple[in
     return proc.returncode, out.decode()
 
 
-def _config(db: Path, max_attempts: int = 2) -> Config:
-    config = make_config(db.parent, generation={"max_attempts": max_attempts})
+def _config(db: Path, max_attempts: int = 2, max_crashes: int = 3) -> Config:
+    config = make_config(db.parent, generation={"max_attempts": max_attempts,
+                                                "max_crashes": max_crashes})
     assert config.database_path == db
     return config
 
@@ -106,13 +113,14 @@ def _states(db: Path) -> dict[str, str]:
 
 
 async def _recover_and_finish(open_service: Any, db: Path, tmp_path: Path, attempts: int) -> None:
-    """A new process: sweep, check the books, then let the worker deliver what is left."""
+    """A new process: recover, check the books, then let the worker deliver what is left."""
     service: MusicService = await open_service(_config(db, attempts))
+    await service.recovery.recover()
     assert "running" not in _states(db).values()
     assert_books_balance(db)
-    while batch := await service.claim_batch(4):
+    while batch := await service.settlement.claim(4):
         for job in batch:
-            await service.complete(job, track(tmp_path, job))
+            await complete(service, job, track(tmp_path, job))
     assert_books_balance(db)
     _assert_every_token_accounted(db)
 
@@ -133,7 +141,7 @@ def _assert_every_token_accounted(db: Path) -> None:
         conn.close()
 
 
-async def test_bot_killed_while_generating_requeues_jobs_with_attempts_left(
+async def test_bot_killed_while_generating_requeues_jobs_without_spending_attempts(
     open_service: Any, tmp_path: Path
 ) -> None:
     db = tmp_path / "bot.sqlite3"
@@ -141,29 +149,29 @@ async def test_bot_killed_while_generating_requeues_jobs_with_attempts_left(
     assert code == 9 and _states(db) == {
         "a": "done", "b": "failed", "c": "cancelled", "d": "running", "e": "running"}
 
-    service: MusicService = await open_service(_config(db), start=False)
-    report = await service.start()
+    service: MusicService = await open_service(_config(db))
+    report = await service.recovery.recover()  # the dead child's pid: no lease wait
 
     assert len(report.requeued) == 1 and len(report.cancelled) == 1 and report.failed == []
     assert _states(db) == {
         "a": "done", "b": "failed", "c": "cancelled", "d": "queued", "e": "cancelled"}
     assert await service.balance(member("bob")) == 100  # "b" failed, "e" cancelled: refunded
     assert_books_balance(db)
-    [job] = await service.claim_batch(4)  # "d" is generated again, on its second attempt
-    assert job.idempotency_key == "d" and job.attempts == 2
-    await service.complete(job, track(tmp_path, job))
+    [job] = await service.settlement.claim(4)  # "d" again; the crash was not its fault
+    assert job.idempotency_key == "d" and job.attempts == 1 and job.crashes == 1
+    await complete(service, job, track(tmp_path, job))
     _assert_every_token_accounted(db)
 
 
-async def test_bot_killed_on_last_attempt_fails_and_refunds(
+async def test_job_running_at_its_last_allowed_crash_fails_and_refunds(
     open_service: Any, tmp_path: Path
 ) -> None:
     db = tmp_path / "bot.sqlite3"
-    await _run_child(db, crash_at=0, max_attempts=1)
+    await _run_child(db, crash_at=0, max_crashes=1)
 
-    service: MusicService = await open_service(_config(db, 1), start=False)
-    report = await service.start()
-    again = await service.sweep()  # a second sweep finds nothing more to do
+    service: MusicService = await open_service(_config(db, max_crashes=1))
+    report = await service.recovery.recover()
+    again = await service.recovery.recover()  # a second pass finds nothing more to do
 
     assert len(report.failed) == 1 and len(report.cancelled) == 1 and report.requeued == []
     assert again.failed == again.cancelled == again.requeued == []
@@ -174,8 +182,9 @@ async def test_bot_killed_on_last_attempt_fails_and_refunds(
 
 
 async def test_crash_before_any_write_of_the_bots_life_loses_no_token(
-    open_service: Any, tmp_path: Path
+    open_service: Any, tmp_path: Path, clock: Clock
 ) -> None:
+
     _, out = await _run_child(tmp_path / "count.sqlite3", crash_at=0)
     total = json.loads(out)["writes"]
     assert total > 20
@@ -187,6 +196,7 @@ async def test_crash_before_any_write_of_the_bots_life_loses_no_token(
         async with gate:
             code, _ = await _run_child(folder / "bot.sqlite3", crash_at=point)
         assert code == 3
+        clock.now = max(clock.now, time.time() + 1)  # the child's tracks are due by now
         try:
             await _recover_and_finish(open_service, folder / "bot.sqlite3", folder, 2)
         except AssertionError as exc:

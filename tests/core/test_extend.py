@@ -11,7 +11,7 @@ from bot.core.errors import InvalidRequest, JobNotFound
 from bot.core.models import Job, JobState, Receipt, Track
 from bot.core.service import MusicService
 
-from .conftest import RecordingFrontend, destination, member, order, track
+from .conftest import RecordingFrontend, complete, destination, member, order, track
 
 
 class ExtendOnArrival(RecordingFrontend):
@@ -38,8 +38,8 @@ async def test_extend_pressed_while_the_track_is_being_delivered_is_accepted(
     frontend.service = service
     service.register_frontend(frontend)
     first = await order(service, member())
-    (job,) = await service.claim_batch(1)
-    await service.complete(job, track(tmp_path, job))
+    (job,) = await service.settlement.claim(1)
+    await complete(service, job, track(tmp_path, job))
 
     assert (await service.get_job(first.job.id)).state is JobState.DONE
     (extension,) = frontend.receipts
@@ -50,8 +50,8 @@ async def test_extend_pressed_while_the_track_is_being_delivered_is_accepted(
 
 async def test_a_failed_track_cannot_be_extended(service: MusicService, tmp_path: Path) -> None:
     first = await order(service, member())
-    (job,) = await service.claim_batch(1)
-    await service.fail(job.id, "boom")
+    (job,) = await service.settlement.claim(1)
+    await service.settlement.fail(job.id, "boom")
     alice = member()
     with pytest.raises(InvalidRequest, match="no finished track"):
         await service.extend(alice, first.job.id, 10, destination(alice), "extend-x")
@@ -61,8 +61,8 @@ async def test_a_finished_track_can_be_sent_again_until_it_is_deleted(
     service: MusicService, tmp_path: Path
 ) -> None:
     first = await order(service, member())
-    (job,) = await service.claim_batch(1)
-    await service.complete(job, track(tmp_path, job))
+    (job,) = await service.settlement.claim(1)
+    await complete(service, job, track(tmp_path, job))
     bob = member("bob")  # anyone in the community may ask for it again
 
     again, stored = await service.stored_track(bob, first.job.id)

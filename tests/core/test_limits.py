@@ -11,7 +11,7 @@ from bot.config import RateLimit
 from bot.core.errors import InvalidRequest, LimitReached
 from bot.core.service import MusicService
 
-from .conftest import Clock, make_config, member, music, order, snapshot, track
+from .conftest import Clock, complete, make_config, member, music, order, snapshot, track
 
 
 async def _limited(open_service: Any, tmp_path: Path, **limits: Any) -> MusicService:
@@ -23,7 +23,7 @@ async def test_max_queued_per_member(open_service: Any, tmp_path: Path) -> None:
     alice = member()
     await order(service, alice)
     await order(service, alice)
-    [job] = await service.claim_batch(1)  # running jobs still count
+    [job] = await service.settlement.claim(1)  # running jobs still count
     before = snapshot(service.config.database_path)
 
     with pytest.raises(LimitReached) as info:
@@ -33,7 +33,7 @@ async def test_max_queued_per_member(open_service: Any, tmp_path: Path) -> None:
     assert "You already have 2 jobs waiting (limit 2)" in info.value.user_message
     assert snapshot(service.config.database_path) == before
     await order(service, member("bob"))  # others are not affected
-    await service.complete(job, track(tmp_path, job))
+    await complete(service, job, track(tmp_path, job))
     await order(service, alice)  # a slot freed up
     assert await service.balance(alice) == 70
 
@@ -48,14 +48,14 @@ async def test_global_queue_cap(open_service: Any, tmp_path: Path) -> None:
         await order(service, member("d"))
     assert info.value.limit == "max_queue" and info.value.retry_after_s is None
 
-    service.record_speed(audio_seconds=10, wall_seconds=10, batch_size=1)
+    service.settlement.record_speed(audio_seconds=10, wall_seconds=10, batch_size=1)
     with pytest.raises(LimitReached) as info:
         await order(service, member("d"))
     assert info.value.retry_after_s == pytest.approx(15.0)  # 3 queued x 5 s at 1 s/s
     assert "Try again in 15 s." in info.value.user_message
     assert snapshot(service.config.database_path) == before
 
-    await service.claim_batch(1)  # one leaves the queue: room again
+    await service.settlement.claim(1)  # one leaves the queue: room again
     await order(service, member("d"))
 
 

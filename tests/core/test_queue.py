@@ -10,7 +10,7 @@ from bot.core.errors import InvalidRequest
 from bot.core.models import JobState
 from bot.core.service import MusicService
 
-from .conftest import member, music, order, track
+from .conftest import complete, member, music, order, track
 
 
 async def test_one_members_five_jobs_do_not_starve_another_members_single_job(
@@ -22,7 +22,7 @@ async def test_one_members_five_jobs_do_not_starve_another_members_single_job(
     bobs = await order(service, bob)
 
     assert bobs.position == 2  # right after alice's first, not sixth
-    claimed = [(await service.claim_batch(1))[0].account.user for _ in range(6)]
+    claimed = [(await service.settlement.claim(1))[0].account.user for _ in range(6)]
     assert claimed == ["alice", "bob", "alice", "alice", "alice", "alice"]
 
 
@@ -32,7 +32,7 @@ async def test_batched_claim_includes_the_other_members_job(service: MusicServic
         await order(service, alice)
     await order(service, bob)
 
-    batch = await service.claim_batch(2)
+    batch = await service.settlement.claim(2)
 
     assert [job.account.user for job in batch] == ["alice", "bob"]
     assert all(job.state is JobState.RUNNING and job.attempts == 1 for job in batch)
@@ -44,12 +44,12 @@ async def test_claim_groups_only_compatible_jobs(service: MusicService) -> None:
     await order(service, alice, music(duration=8))
     await order(service, alice, music(duration=5))
 
-    first = await service.claim_batch(4)
-    second = await service.claim_batch(4)
+    first = await service.settlement.claim(4)
+    second = await service.settlement.claim(4)
 
     assert [j.params.duration for j in first] == [5, 5]
     assert [j.params.duration for j in second] == [8]
-    assert await service.claim_batch(4) == []
+    assert await service.settlement.claim(4) == []
 
 
 async def test_positions_and_eta_are_reported_and_grow_down_the_queue(
@@ -59,7 +59,8 @@ async def test_positions_and_eta_are_reported_and_grow_down_the_queue(
     first = await order(service, alice)
     assert first.position == 1 and first.eta_s is None  # no speed measured yet: no guess
 
-    service.record_speed(audio_seconds=10, wall_seconds=5, batch_size=1)  # 0.5 s per second
+    # 0.5 s per second of audio:
+    service.settlement.record_speed(audio_seconds=10, wall_seconds=5, batch_size=1)
     second = await order(service, bob, music(duration=5))
     third = await order(service, alice, music(duration=10))
 
@@ -73,7 +74,7 @@ async def test_positions_and_eta_are_reported_and_grow_down_the_queue(
     assert (info.queued_total, info.running_total) == (3, 0)
     assert info.eta_s == pytest.approx(10.0)
 
-    await service.claim_batch(1)  # alice's first starts running
+    await service.settlement.claim(1)  # alice's first starts running
     info = await service.queue(bob)
     assert [place for _, place in info.mine] == [1]
     assert (info.queued_total, info.running_total) == (2, 1)
@@ -86,10 +87,10 @@ async def test_history_lists_newest_first_with_states(
     a = await order(service, alice, music("first"))
     b = await order(service, alice, music("second"))
     c = await order(service, alice, music("third"))
-    [job] = await service.claim_batch(1)
-    await service.complete(job, track(tmp_path, job))
-    [job] = await service.claim_batch(1)
-    await service.fail(job.id, "model crashed")
+    [job] = await service.settlement.claim(1)
+    await complete(service, job, track(tmp_path, job))
+    [job] = await service.settlement.claim(1)
+    await service.settlement.fail(job.id, "model crashed")
     await order(service, member("bob"))  # not alice's
 
     history = await service.history(alice)

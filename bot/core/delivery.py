@@ -1,0 +1,142 @@
+"""The delivery stage: drains the outbox of rendered tracks to the chat platforms.
+
+Runs in the process that owns the frontends, never on the GPU worker's path: a slow upload
+or a platform's rate limit cannot hold the model idle. Each attempt leases the job (so two
+processes never upload the same track at once), calls ``Frontend.deliver``, and commits:
+
+- accepted → ``done`` (``delivered_at`` set); the member has the track;
+- a retryable refusal → stays ``rendered`` with ``next_delivery_at`` after the next wait of
+  ``delivery.retry_delays_s``;
+- a final refusal (or the waits are used up) → ``done`` with ``delivery_error``, the member
+  is told to fetch it with /track. **No refund**: the track exists, and a timed-out upload
+  may have reached the member anyway (docs/guarantees.md).
+
+A crash between the platform's acceptance and the commit leaves the job ``rendered``; its
+lease expires and the track is posted again: a repeated message, never a charge or refund.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from bot.config import Config
+from bot.core import faults, jobs
+from bot.core.db import Database
+from bot.core.errors import DeliveryError
+from bot.core.events import Notifier
+from bot.core.models import EventKind, Job, JobEvent
+
+log = logging.getLogger(__name__)
+
+DELIVERY_TIMEOUT_S = 300.0
+"""Longest one upload may take before it counts as a (retryable) failure."""
+
+
+class Delivery:
+    """Delivers rendered tracks for the frontends registered in ``notifier``."""
+
+    def __init__(
+        self, config: Config, db: Database, notifier: Notifier, *, owner: str,
+        ready: asyncio.Event, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.owner = owner
+        self._notifier = notifier
+        self._ready = ready
+        self._clock = clock
+        self.delivered = 0
+        """Tracks this process handed to a platform (for tests and metrics)."""
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def deliver_due(self) -> int:
+        """Attempt every due delivery once (concurrently, bounded). Returns how many."""
+        platforms = set(self._notifier.frontends)
+        handled = 0
+        while True:
+            async with self.db.write() as conn:
+                due = await jobs.claim_deliveries(
+                    conn, platforms=platforms, owner=self.owner,
+                    lease_s=self.config.generation.lease_s, now=self._clock(),
+                    limit=self.config.delivery.concurrency)
+            if not due:
+                return handled
+            # Shielded: once a platform may have the file, the outcome must be committed even
+            # if this pass is cancelled (shutdown); stop() waits for these.
+            tasks = [asyncio.ensure_future(self._attempt(job)) for job in due]
+            self._in_flight.update(tasks)
+            for task in tasks:
+                task.add_done_callback(self._in_flight.discard)
+            await asyncio.shield(asyncio.gather(*tasks))
+            handled += len(due)
+
+    async def run_forever(self) -> None:
+        """Deliver whenever a track is rendered here, and poll for others' tracks."""
+        poll = self.config.generation.poll_s
+        while True:
+            self._ready.clear()
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.warning("delivery pass failed; retrying", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout=poll)
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Polite stop: let uploads under way finish (up to ``grace_s``), then hand back
+        this process's delivery leases so another process may deliver at once."""
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=grace_s)
+        async with self.db.write() as conn:
+            await jobs.release_all(conn, self.owner)
+
+    async def _attempt(self, job: Job) -> None:
+        frontend = self._notifier.frontends.get(job.destination.platform)
+        assert job.track is not None, "a rendered job always has its track"
+        error: DeliveryError | None = None
+        try:
+            if frontend is None:
+                raise DeliveryError(f"the {job.destination.platform} connection is not "
+                                    "running")
+            await asyncio.wait_for(frontend.deliver(job, job.track), DELIVERY_TIMEOUT_S)
+        except DeliveryError as exc:
+            error = exc
+        except TimeoutError:
+            error = DeliveryError("the upload timed out")
+        except Exception:
+            log.exception("delivery of job %d crashed", job.id)
+            error = DeliveryError("the chat platform refused the upload", retryable=False)
+        if error is None:
+            faults.crash_point("delivering", job.params.prompt)
+            await self._delivered(job)
+        else:
+            await self._failed(job, error)
+
+    async def _delivered(self, job: Job) -> None:
+        async with self.db.write() as conn:
+            done = await jobs.mark_delivered(conn, job.id, self._clock())
+        self.delivered += 1
+        faults.crash_point("delivered", job.params.prompt)
+        if done is not None:
+            self._notifier.emit(JobEvent(EventKind.DONE, done, track=done.track))
+
+    async def _failed(self, job: Job, error: DeliveryError) -> None:
+        delays = self.config.delivery.retry_delays_s
+        now = self._clock()
+        async with self.db.write() as conn:
+            if error.retryable and job.delivery_attempts < len(delays):
+                wait = delays[job.delivery_attempts]
+                log.warning("delivery of job %d failed, retrying in %g s: %s", job.id, wait,
+                            error.reason)
+                await jobs.retry_delivery(conn, job.id, owner=self.owner, error=error.reason,
+                                          at=now + wait)
+                return
+            ended = await jobs.give_up_delivery(conn, job.id, error=error.reason, now=now)
+        log.warning("gave up delivering job %d: %s", job.id, error.reason)
+        if ended is not None:
+            self._notifier.emit(JobEvent(EventKind.UNDELIVERED, ended, message=error.reason,
+                                         track=ended.track))

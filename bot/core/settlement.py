@@ -1,0 +1,191 @@
+"""The worker's side of the core: claim jobs, report progress, and settle each attempt.
+
+The worker knows only :class:`bot.core.ports.WorkerPort`; this is its implementation. Every
+claimed job leaves through exactly one of :meth:`rendered`, :meth:`fail`, :meth:`release` or
+:meth:`finish_cancelled`, each one conditional ``UPDATE`` (plus the refund, in the same
+transaction) that also checks this process still owns the job — a process whose lease
+lapsed cannot settle a job another process took over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+
+from bot.config import Config
+from bot.core import faults, jobs
+from bot.core.bank import Bank
+from bot.core.db import Database
+from bot.core.errors import JobNotFound
+from bot.core.eta import SpeedEstimator
+from bot.core.events import Notifier
+from bot.core.models import EventKind, Job, JobEvent, JobState, Track
+
+
+class Settlement:
+    """Claims and settles jobs for the worker of this process (owner ``owner``)."""
+
+    def __init__(
+        self, config: Config, db: Database, notifier: Notifier, speed: SpeedEstimator, *,
+        owner: str, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.owner = owner
+        self._notifier = notifier
+        self._speed = speed
+        self._clock = clock
+        self._stop_flags: set[int] = set()
+        self._flags_lock = threading.Lock()
+        self.work_available = asyncio.Event()
+        """Set when a job may be waiting (a hint: the worker also polls)."""
+        self.rendered_ready = asyncio.Event()
+        """Set when a track entered the delivery outbox (wakes the delivery stage)."""
+
+    # ------------------------------------------------------------------ claiming
+
+    async def claim(self, max_batch: int, platforms: Collection[str] | None = None) -> list[Job]:
+        """Atomically lease up to ``max_batch`` compatible queued jobs (fair across members)."""
+        async with self.db.write() as conn:
+            claimed = await jobs.claim(conn, max(1, max_batch), self._clock(), owner=self.owner,
+                                       lease_s=self.config.generation.lease_s,
+                                       platforms=platforms)
+        for job in claimed:
+            faults.crash_point("claimed", job.params.prompt)
+            self._notifier.emit(JobEvent(EventKind.STARTED, job))
+        return claimed
+
+    async def has_queued(self) -> bool:
+        """Cheap check for the worker's poll: is anything queued at all?"""
+        return await self.db.fetchone("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1") \
+            is not None
+
+    # ------------------------------------------------------------------ during generation
+
+    async def report_progress(self, job: Job, fraction: float) -> None:
+        """Tell the job's frontend how far generation is (0..1)."""
+        fraction = min(1.0, max(0.0, fraction))
+        faults.crash_point("generating", job.params.prompt)
+        eta = self._speed.eta(job.params.duration * (1 - fraction))
+        self._notifier.emit(JobEvent(EventKind.PROGRESS, job, progress=fraction, eta_s=eta))
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """Whether the job must stop (cancel asked, or lease lost). Safe from any thread."""
+        with self._flags_lock:
+            return job_id in self._stop_flags
+
+    def request_stop(self, job_id: int) -> None:
+        with self._flags_lock:
+            self._stop_flags.add(job_id)
+
+    def leases_renewed(self, held: dict[int, bool]) -> None:
+        """Heartbeat result: raise stop flags for cancels asked from any process."""
+        with self._flags_lock:
+            self._stop_flags.update(job_id for job_id, cancel in held.items() if cancel)
+
+    def record_speed(self, audio_seconds: float, wall_seconds: float, batch_size: int) -> None:
+        """Feed a finished batch's timing into the ETA estimate."""
+        self._speed.record(audio_seconds, wall_seconds, batch_size)
+
+    async def source_track(self, job_id: int) -> str | None:
+        """Path of a job's stored track (what an extension continues), if any."""
+        row = await self.db.fetchone("SELECT track_path FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise JobNotFound(job_id)
+        return row[0]
+
+    # ------------------------------------------------------------------ settling
+
+    async def rendered(self, job: Job, track: Track) -> Job:
+        """The track is on disk: commit it and hand the job to the delivery outbox.
+
+        A job whose cancel was asked meanwhile is cancelled and refunded instead.
+        """
+        if self.cancel_requested(job.id):
+            return await self.finish_cancelled(job.id)
+        async with self.db.write() as conn:
+            done = await jobs.mark_rendered(conn, job.id, owner=self.owner, track=track,
+                                            now=self._clock())
+            current = done or await jobs.get(conn, job.id)
+        assert current is not None
+        if done is None and current.state is JobState.RUNNING and current.cancel_requested:
+            return await self.finish_cancelled(job.id)
+        faults.crash_point("rendered", job.params.prompt)
+        if done is not None:
+            self.rendered_ready.set()
+        self._forget(job.id)
+        return current
+
+    async def fail(self, job_id: int, message: str, retryable: bool = False) -> Job:
+        """Report a failed attempt: retry if allowed, else fail and refund exactly once."""
+        now = self._clock()
+        event: JobEvent | None = None
+        async with self.db.write() as conn:
+            job = await jobs.get(conn, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if retryable and job.attempts < job.max_attempts:
+                again = await jobs.requeue(conn, job_id, error=message, count_attempt=True,
+                                           owner=self.owner)
+                if again is not None:
+                    event = JobEvent(EventKind.REQUEUED, again, message=message,
+                                     position=await jobs.position(conn, job_id))
+            if event is None:
+                state = JobState.CANCELLED if job.cancel_requested else JobState.FAILED
+                ended = await jobs.finish(conn, job_id, state, error=message, now=now,
+                                          owner=self.owner)
+                if ended is not None:
+                    await Bank.refund(conn, ended, now)
+                    kind = EventKind.CANCELLED if job.cancel_requested else EventKind.FAILED
+                    event = JobEvent(kind, ended, refunded=ended.refunded, message=message)
+        self._after(event)
+        current = event.job if event is not None else job  # unchanged: settled elsewhere
+        if current.state.terminal or current.state is JobState.QUEUED:
+            self._forget(job_id)
+        return current
+
+    async def release(self, job_ids: Iterable[int]) -> None:
+        """Put this process's running jobs back in the queue, no attempt spent, no money moved.
+
+        A released job whose cancel was requested is cancelled and refunded instead.
+        """
+        for job_id in job_ids:
+            async with self.db.write() as conn:
+                again = await jobs.requeue(conn, job_id, error=None, count_attempt=False,
+                                           owner=self.owner)
+                place = await jobs.position(conn, job_id) if again else 0
+            if again is not None:
+                self._notifier.emit(JobEvent(EventKind.REQUEUED, again, position=place))
+                self._forget(job_id)
+            else:  # cancel requested (here or in another process), or no longer ours
+                await self.finish_cancelled(job_id)
+        self.work_available.set()
+
+    async def finish_cancelled(self, job_id: int) -> Job:
+        """A running job stopped on request: cancelled, refunded exactly once."""
+        now = self._clock()
+        async with self.db.write() as conn:
+            ended = await jobs.finish(conn, job_id, JobState.CANCELLED, error="cancelled",
+                                      now=now, owner=self.owner)
+            if ended is not None:
+                await Bank.refund(conn, ended, now)
+            current = ended or await jobs.get(conn, job_id)
+        if current is None:
+            raise JobNotFound(job_id)
+        if ended is not None:
+            self._notifier.emit(JobEvent(EventKind.CANCELLED, ended, refunded=ended.refunded))
+        self._forget(job_id)
+        return current
+
+    def _after(self, event: JobEvent | None) -> None:
+        if event is None:
+            return
+        self._notifier.emit(event)
+        if event.kind is EventKind.REQUEUED:
+            self.work_available.set()
+
+    def _forget(self, job_id: int) -> None:
+        with self._flags_lock:
+            self._stop_flags.discard(job_id)
