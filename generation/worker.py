@@ -1,13 +1,15 @@
 """The generation worker: one long-lived asyncio task that turns queued jobs into tracks.
 
-It sleeps on ``service.work_available`` (no polling), claims up to ``generation.max_batch``
-compatible jobs at once (the core picks them fairly and by ``batch_key``), runs
-``Engine.generate`` for the whole batch in a dedicated thread, forwards throttled progress to
-the event loop, encodes each result and hands it to ``service.complete``.
+It wakes on ``port.work_available`` or every ``generation.poll_s`` (so no wake-up depends on
+one event being set at the right moment: a restart, another process's job), claims up to
+``generation.max_batch`` compatible jobs under this process's lease (the core picks them
+fairly and by ``batch_key``), runs ``Engine.generate`` for the whole batch in a dedicated
+thread, forwards throttled progress to the event loop, encodes each result and hands it to
+``port.rendered``. Its part ends there: delivery is the core's outbox, off the GPU path.
 
-Every claimed job leaves :meth:`Worker._process` through exactly one of ``complete``, ``fail``,
-``release`` or ``finish_cancelled`` (the core does the refunds), and those calls are shielded
-from task cancellation, so a shutdown cannot strand a charged job in ``running``.
+Every claimed job leaves :meth:`Worker._process` through exactly one of ``rendered``,
+``fail``, ``release`` or ``finish_cancelled`` (the core does the refunds), and those calls are
+shielded from task cancellation, so a shutdown cannot strand a charged job in ``running``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from bot.config import Config
 from bot.core.errors import MusicBotError
 from bot.core.models import Job
-from bot.core.service import MusicService
+from bot.core.ports import WorkerPort
 from generation.audio import Audio, load_track, store_track
 from generation.engine import Engine, GenerationRequest
 from generation.errors import (
@@ -50,7 +52,7 @@ class _Control:
     """
 
     jobs: Sequence[Job]
-    service: MusicService
+    service: WorkerPort
     deadline: float
     shutdown: threading.Event
     reason: str | None = None
@@ -73,14 +75,20 @@ class Worker:
 
     ``engines`` maps a catalogue key (``job.params.model``) to a loaded :class:`Engine`, or is
     a callable doing the same (it may raise :class:`GenerationError` for unknown models).
+    ``platforms`` limits the jobs it claims to those platforms' members (the local console
+    renders only its own jobs); None renders for everyone.
     Use :meth:`start`/:meth:`stop` in the app, or :meth:`run_until_idle` in tests and
     benchmarks (not both at once).
     """
 
-    def __init__(self, service: MusicService, engines: EngineSource, config: Config) -> None:
+    def __init__(
+        self, service: WorkerPort, engines: EngineSource, config: Config, *,
+        platforms: frozenset[str] | None = None,
+    ) -> None:
         self.service = service
         self.engines = engines
         self.config = config
+        self.platforms = platforms
         self._task: asyncio.Task[None] | None = None
         self._shutdown = threading.Event()
         self._wake = asyncio.Event()
@@ -92,7 +100,7 @@ class Worker:
         ``BATCH_REGROW_AFTER`` clean batches (memory use may have been a passing peak)."""
         self._clean_batches = 0
         self.jobs_done = 0
-        """Job attempts this worker ended (delivered, failed or cancelled; re-queues excluded)."""
+        """Job attempts this worker ended (rendered, failed or cancelled; re-queues excluded)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -145,10 +153,12 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _wait_for_work(self) -> None:
+        """Until this process queues a job, shutdown, or the poll interval passes."""
         work = asyncio.ensure_future(self.service.work_available.wait())
         wake = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({work, wake}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, wake}, timeout=self.config.generation.poll_s,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             work.cancel()
             wake.cancel()
@@ -158,7 +168,10 @@ class Worker:
             while not self._shutdown.is_set():
                 # Clear before claiming: a job queued after the claim sets it again.
                 self.service.work_available.clear()
-                jobs = await self.service.claim_batch(self.batch_limit)
+                # A read first: an idle poll must not take the database's write lock.
+                if not await self.service.has_queued():
+                    return
+                jobs = await self.service.claim(self.batch_limit, self.platforms)
                 if not jobs:
                     return
                 await self._process(jobs)
@@ -202,7 +215,7 @@ class Worker:
         wall = time.perf_counter() - started
         self.service.record_speed(jobs[0].params.duration, wall, len(jobs))
         await self._settle(asyncio.gather(*(
-            self._deliver(job, audio, engine) for job, audio in zip(jobs, audios, strict=True)
+            self._store(job, audio, engine) for job, audio in zip(jobs, audios, strict=True)
         )))
 
     def _engine_for(self, job: Job) -> Engine:
@@ -219,10 +232,10 @@ class Worker:
         params = job.params
         if params.continue_from is None:
             return GenerationRequest(params)
-        original = await self.service.get_job(params.continue_from)
-        if not original.track_path:
-            raise GenerationError(f"Job #{original.id} has no stored track to extend.")
-        previous = await asyncio.to_thread(load_track, original.track_path)
+        source = await self.service.source_track(params.continue_from)
+        if not source:
+            raise GenerationError(f"Job #{params.continue_from} has no stored track to extend.")
+        previous = await asyncio.to_thread(load_track, source)
         # The stored track ends in our fade-out; continue from the audio before the fade and
         # generate that much more, so the member gets the seconds they paid for.
         faded = min(self.config.audio.fade_out_s, previous.duration_s / 2)
@@ -273,7 +286,7 @@ class Worker:
         if self._progress_tasks:
             await asyncio.gather(*list(self._progress_tasks), return_exceptions=True)
 
-    async def _deliver(self, job: Job, audio: Audio, engine: Engine) -> None:
+    async def _store(self, job: Job, audio: Audio, engine: Engine) -> None:
         try:
             track = await store_track(audio, job.id, job.params.format,
                                       job.destination.upload_limit, self.config,
@@ -285,7 +298,7 @@ class Worker:
             log.exception("encoding job %d failed", job.id)
             await self._count(self.service.fail(job.id, "the audio could not be encoded"))
             return
-        await self._count(self.service.complete(job, track))
+        await self._count(self.service.rendered(job, track))
 
     # ------------------------------------------------------------------ settling
 

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,22 @@ from bot.core.db import Database
 from bot.core.models import Actor, Destination, EventKind, Job, JobEvent, MusicRequest, Track
 from bot.core.service import MusicService
 from generation.engine import Engine
+from generation.worker import Worker
+
+
+class BotWorker(Worker):
+    """The worker plus this process's delivery stage, the way ``musicbot run`` runs them:
+    ``run_until_idle`` renders every queued job, then delivers every rendered track."""
+
+    def __init__(self, service: MusicService, engines: Any, config: Config) -> None:
+        super().__init__(service.settlement, engines, config)
+        self.delivery = service.delivery
+
+    async def run_until_idle(self) -> int:
+        ended = await super().run_until_idle()
+        await self.delivery.deliver_due()
+        return ended
+
 
 MAX_DURATION = 4.0
 """Window of the test model: anything longer exercises audiocraft's sliding window."""

@@ -17,8 +17,7 @@ from bot.core.db import Database
 from bot.core.models import EventKind, JobState, LedgerKind
 from bot.core.service import MusicService
 from generation.engine import Engine, GenerationRequest
-from generation.worker import Worker
-from tests.generation.conftest import ADMIN, MEMBER, RecordingFrontend, queue
+from tests.generation.conftest import ADMIN, MEMBER, BotWorker, RecordingFrontend, queue
 
 
 def record_batches(engine: Engine) -> list[int]:
@@ -46,7 +45,7 @@ async def test_queued_jobs_share_one_generate_call_and_are_delivered_as_mp3(
     sizes = record_batches(engine)
     jobs = [await queue(service, f"song {i}", seed=i, duration=2) for i in range(3)]
     balance = await service.balance(MEMBER)
-    assert await Worker(service, {"debug": engine}, config).run_until_idle() == 3
+    assert await BotWorker(service, {"debug": engine}, config).run_until_idle() == 3
     assert sizes == [3]
     for job in jobs:
         assert (await service.get_job(job.id)).state is JobState.DONE
@@ -60,7 +59,7 @@ async def test_queued_jobs_share_one_generate_call_and_are_delivered_as_mp3(
 async def test_same_seed_gives_the_same_file_alone_or_in_a_batch(
     service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
 ) -> None:
-    worker = Worker(service, {"debug": engine}, config)
+    worker = BotWorker(service, {"debug": engine}, config)
     alone = await queue(service, "drums", seed=11)
     await worker.run_until_idle()
     others = [await queue(service, "bass", seed=1), await queue(service, "drums", seed=11)]
@@ -75,7 +74,7 @@ async def test_cancel_mid_generation_refunds_it_and_requeues_its_batch_mate(
     long_a = await queue(service, "epic", seed=1, duration=90)
     long_b = await queue(service, "epic too", seed=2, duration=90)
     balance = await service.balance(MEMBER)
-    worker = Worker(service, {"debug": engine}, config)
+    worker = BotWorker(service, {"debug": engine}, config)
     await worker.start()
     await asyncio.wait_for(frontend.progress_seen.wait(), 20)
     await service.cancel(MEMBER, long_a.id)
@@ -86,7 +85,7 @@ async def test_cancel_mid_generation_refunds_it_and_requeues_its_batch_mate(
     assert await refunds(service, long_a.id) == 1
     assert await service.balance(MEMBER) == balance + long_a.price
     mate = await service.get_job(long_b.id)
-    assert mate.state in (JobState.QUEUED, JobState.DONE)
+    assert mate.state in (JobState.QUEUED, JobState.RENDERED, JobState.DONE)
     assert await refunds(service, long_b.id) == 0
 
 
@@ -99,7 +98,7 @@ async def test_model_crash_fails_the_job_and_refunds_exactly_once(
     engine.fault_hook = crash
     job = await queue(service)
     balance = await service.balance(MEMBER)
-    await Worker(service, {"debug": engine}, config).run_until_idle()
+    await BotWorker(service, {"debug": engine}, config).run_until_idle()
     failed = await service.get_job(job.id)
     assert failed.state is JobState.FAILED
     assert await refunds(service, job.id) == 1
@@ -120,7 +119,7 @@ async def test_out_of_memory_splits_the_batch_until_everything_is_delivered(
 
     engine.fault_hook = small_gpu
     jobs = [await queue(service, f"song {i}", seed=i) for i in range(4)]
-    await Worker(service, {"debug": engine}, config).run_until_idle()
+    await BotWorker(service, {"debug": engine}, config).run_until_idle()
     assert sizes[:3] == [4, 2, 1]
     assert max(sizes[3:]) == 1  # the worker remembers: no second out-of-memory round
     states = [(await service.get_job(j.id)).state for j in jobs]
@@ -137,7 +136,7 @@ async def test_out_of_memory_with_a_single_job_fails_and_refunds(
 
     engine.fault_hook = no_memory
     job = await queue(service)
-    await Worker(service, {"debug": engine}, config).run_until_idle()
+    await BotWorker(service, {"debug": engine}, config).run_until_idle()
     assert (await service.get_job(job.id)).state is JobState.FAILED
     assert await refunds(service, job.id) == 1
 
@@ -158,7 +157,7 @@ async def test_event_loop_keeps_ticking_while_the_model_runs(
             last = now
 
     beat = asyncio.create_task(heartbeat())
-    await Worker(service, {"debug": engine}, config).run_until_idle()
+    await BotWorker(service, {"debug": engine}, config).run_until_idle()
     done.set()
     await beat
     assert job.id in frontend.delivered
@@ -169,7 +168,7 @@ async def test_stop_requeues_the_running_job_and_a_new_worker_delivers_it(
     service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
 ) -> None:
     job = await queue(service, duration=30)
-    worker = Worker(service, {"debug": engine}, config)
+    worker = BotWorker(service, {"debug": engine}, config)
     await worker.start()
     await asyncio.wait_for(frontend.progress_seen.wait(), 20)
     await worker.stop()
@@ -178,26 +177,29 @@ async def test_stop_requeues_the_running_job_and_a_new_worker_delivers_it(
     engine.fault_hook = None
     short = dataclasses.replace(config, generation=dataclasses.replace(
         config.generation, job_timeout_s=600))
-    await Worker(service, {"debug": engine}, short).run_until_idle()
+    await BotWorker(service, {"debug": engine}, short).run_until_idle()
     assert (await service.get_job(job.id)).state is JobState.DONE
     assert await refunds(service, job.id) == 0
 
 
-async def test_job_left_running_by_a_crash_is_swept_and_delivered_after_restart(
+async def test_job_left_running_by_a_dead_process_is_recovered_and_delivered(
     config: Config, engine: Engine, frontend: RecordingFrontend
 ) -> None:
     db = await Database(config.database_path).open()
-    before = MusicService(config, db)
+    before = MusicService(config, db, owner="another-box:4242:gone")
     job = await queue(before)
-    assert [j.id for j in await before.claim_batch(4)] == [job.id]  # then the process "dies"
+    assert [j.id for j in await before.settlement.claim(4)] == [job.id]  # then it "dies"
     await db.close()
 
     db = await Database(config.database_path).open()
-    after = MusicService(config, db)
+    now = [time.time()]
+    after = MusicService(config, db, clock=lambda: now[0])
     after.register_frontend(frontend)
-    report = await after.start()
+    assert (await after.recovery.recover()).requeued == []  # another host: not before...
+    now[0] += config.generation.lease_s + 1  # ...its lease ran out
+    report = await after.recovery.recover()
     assert report.requeued == [job.id]
-    await Worker(after, {"debug": engine}, config).run_until_idle()
+    await BotWorker(after, {"debug": engine}, config).run_until_idle()
     assert (await after.get_job(job.id)).state is JobState.DONE
     assert job.id in frontend.delivered
     await after.drain_events()
@@ -210,7 +212,7 @@ async def test_timeout_fails_the_job_after_its_attempts_and_refunds_once(
     impatient = dataclasses.replace(config, generation=dataclasses.replace(
         config.generation, job_timeout_s=0.05))
     job = await queue(service, duration=60)
-    await Worker(service, {"debug": engine}, impatient).run_until_idle()
+    await BotWorker(service, {"debug": engine}, impatient).run_until_idle()
     failed = await service.get_job(job.id)
     assert failed.state is JobState.FAILED and failed.attempts == failed.max_attempts
     assert "0.05 s" in (failed.error or "")
@@ -220,7 +222,7 @@ async def test_timeout_fails_the_job_after_its_attempts_and_refunds_once(
 async def test_extend_continues_the_finished_track(
     service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
 ) -> None:
-    worker = Worker(service, {"debug": engine}, config)
+    worker = BotWorker(service, {"debug": engine}, config)
     first = await queue(service, "ambient", duration=3)
     await worker.run_until_idle()
     receipt = await service.extend(MEMBER, first.id, 2, first.destination, "extend-1")
@@ -233,7 +235,7 @@ async def test_track_too_big_for_the_upload_limit_fails_with_a_refund(
     service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
 ) -> None:
     job = await queue(service, duration=30, upload_limit=30_000)
-    await Worker(service, {"debug": engine}, config).run_until_idle()
+    await BotWorker(service, {"debug": engine}, config).run_until_idle()
     assert (await service.get_job(job.id)).state is JobState.FAILED
     assert await refunds(service, job.id) == 1
     failure = next(e for e in frontend.events if e.kind is EventKind.FAILED)
@@ -244,7 +246,7 @@ async def test_unknown_model_fails_cleanly(
     service: MusicService, engine: Engine, config: Config
 ) -> None:
     job = await queue(service)
-    await Worker(service, {"small": engine}, config).run_until_idle()
+    await BotWorker(service, {"small": engine}, config).run_until_idle()
     failed = await service.get_job(job.id)
     assert failed.state is JobState.FAILED and "not loaded" in (failed.error or "")
     assert await refunds(service, job.id) == 1
