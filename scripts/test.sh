@@ -27,6 +27,7 @@ for arg in "$@"; do
 done
 
 ./scripts/setup.sh --deps-only
+.venv/bin/python requirements/check_lock.py  # a dependency added without re-locking
 .venv/bin/ruff check .
 # Named tests run whatever their tier: asking for tests/e2e and getting "deselected" helps nobody.
 tier=()
