@@ -7,8 +7,9 @@
 #   ./scripts/setup.sh --deps-only     only the locked .venv (scripts/test.sh, the Dockerfile)
 #
 # The install is requirements/lock.txt, exact versions with hashes, then musicbot itself. When
-# .venv already matches the lock (a stamp of the lock, pyproject.toml, the Python version and
-# this checkout's path), nothing is installed and no package registry is asked anything.
+# .venv already matches the lock (a stamp of the lock, pyproject.toml, this script, the Python
+# version, the torch variant and this checkout's path), nothing is installed and no package
+# registry is asked anything.
 #
 # Environment: PYTHON (default python3.11 or python3); MUSICBOT_TORCH=cuda (default: PyPI's
 # torch, with its CUDA libraries; runs on CPU-only machines too) or cpu (PyTorch's CPU-only
@@ -55,7 +56,8 @@ variant=${MUSICBOT_TORCH:-cuda}
 case "$variant" in cuda|cpu) ;; *) echo "MUSICBOT_TORCH must be cuda or cpu, not '$variant'" >&2; exit 2 ;; esac
 stamp_file=.venv/musicbot-lock.stamp
 # What the installed environment depends on; when none of it changed, there is nothing to do.
-stamp=$( { sha256sum "$lock" pyproject.toml; .venv/bin/python -VV; echo "$variant $PWD"; } | sha256sum | cut -d' ' -f1)
+# (This script is in it too: a changed recipe reinstalls, which costs seconds when nothing moved.)
+stamp=$( { sha256sum "$lock" pyproject.toml scripts/setup.sh; .venv/bin/python -VV; echo "$variant $PWD"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
   echo "==> .venv matches $lock: nothing to install"
 else
