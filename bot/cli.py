@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bot.config import Config, load_config
 from bot.core.errors import MusicBotError
+from bot.logsetup import configure_logging
 
 log = logging.getLogger("musicbot")
 
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = _config(args)
-        _setup_logging(config.log_level)
+        configure_logging(config.log_level)
         return args.handler(args, config)
     except MusicBotError as exc:
         print(f"musicbot: {exc.user_message}", file=sys.stderr)
@@ -106,22 +107,6 @@ def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "model", None):
         config = config.with_model(args.model)
     return config
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet = max(logging.WARNING, logging.getLogger().level)
-    # aiosqlite logs SQL parameters at DEBUG, and those include interaction tokens.
-    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
-    for noisy in ("audiocraft", "discord", "slack_bolt", "slack_sdk", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(quiet)
-    # xformers warns at import that its CUDA kernels are missing; audiocraft works without.
-    logging.getLogger("xformers").setLevel(logging.ERROR)
-    # huggingface_hub logs every connection retry with the full exception; the loader's own
-    # error names the way out (debug model or a local folder) once the retries are over.
-    # huggingface_hub resets its logger's level on import; this variable is what it reads.
-    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
 
 
 def require_ffmpeg() -> None:

@@ -1,7 +1,36 @@
 #!/usr/bin/env bash
-# Install what the tests need (once) and run them: ./scripts/test.sh [pytest args]
+# Run ruff and the tests: ./scripts/test.sh [--all] [pytest args]
+#
+#   ./scripts/test.sh               ruff, then the fast tier (unit, core, generation with the
+#                                   debug model; under two minutes)
+#   ./scripts/test.sh --all         ruff, then both tiers (also when CI=true, as in .ci/run)
+#   ./scripts/test.sh tests/e2e     the named tests, whatever their tier
+#
+# The slow tier (subprocess, fault-injection and end-to-end tests) is listed in
+# tests/conftest.py. .venv is installed from requirements/lock.txt only when it does not match
+# it already (scripts/setup.sh keeps a stamp), so a second run asks no package registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh --install-only
+
+all=0
+case "${CI:-}" in true|1|yes) all=1 ;; esac
+args=()
+named=0  # pytest args that name tests (paths or node ids) or pick by marker
+for arg in "$@"; do
+  if [ "$arg" = --all ]; then all=1; continue; fi
+  args+=("$arg")
+  case "$arg" in
+    -m|-m*) named=1 ;;
+    -*) ;;
+    *) [ -e "${arg%%::*}" ] && named=1 ;;
+  esac
+done
+
+./scripts/setup.sh --deps-only
+.venv/bin/python requirements/check_lock.py  # a dependency added without re-locking
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+# Named tests run whatever their tier: asking for tests/e2e and getting "deselected" helps nobody.
+tier=()
+[ "$all" = 0 ] && [ "$named" = 0 ] && tier=(-m "not slow")
+echo "==> pytest ($([ ${#tier[@]} = 0 ] && echo "all tiers" || echo "fast tier; --all for the slow tier too"))"
+exec .venv/bin/python -m pytest "${tier[@]}" "${args[@]}"

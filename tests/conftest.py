@@ -1,0 +1,45 @@
+"""Test tiers for the whole suite.
+
+The fast tier (unit, core, generation with the debug model) is what ``./scripts/test.sh`` runs
+by default; the slow tier (subprocesses, fault injection, end to end against the fake chat
+servers) runs with ``./scripts/test.sh --all`` and in CI. A test is slow when it lives under one
+of :data:`SLOW_PATHS` or carries ``@pytest.mark.slow`` itself; select with ``-m slow`` or
+``-m "not slow"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+SLOW_PATHS: tuple[str, ...] = (
+    "e2e/",
+    "process/",
+    "app/test_cli.py",
+)
+"""Paths relative to ``tests/`` whose tests are slow: a folder ends with ``/``."""
+
+
+def is_slow_path(path: Path) -> bool:
+    """True when a test file lies in the slow tier by its location."""
+    try:
+        rel = path.resolve().relative_to(TESTS).as_posix()
+    except ValueError:  # a test file outside tests/ (named on the command line)
+        return False
+    return any(rel == slow or (slow.endswith("/") and rel.startswith(slow))
+               for slow in SLOW_PATHS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark slow tests by location, then run the fast tier first.
+
+    Running fast tests first means a broken unit shows up in seconds, before the end-to-end
+    tests spend minutes; the sort is stable, so the order inside each tier is unchanged.
+    """
+    for item in items:
+        if is_slow_path(Path(item.path)):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
