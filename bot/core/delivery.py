@@ -52,6 +52,7 @@ class Delivery:
         self.delivered = 0
         """Tracks this process handed to a platform (for tests and metrics)."""
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.retry_delays_s = list(config.delivery.retry_delays_s)
 
     async def deliver_due(self) -> int:
         """Attempt every due delivery once (concurrently, bounded). Returns how many."""
@@ -125,7 +126,7 @@ class Delivery:
             self._notifier.emit(JobEvent(EventKind.DONE, done, track=done.track))
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:
-        delays = self.config.delivery.retry_delays_s
+        delays = self.retry_delays_s
         now = self._clock()
         async with self.db.write() as conn:
             if error.retryable and job.delivery_attempts < len(delays):

@@ -44,7 +44,8 @@ TOKEN_LIFETIME_S = 15 * 60
 """Discord interaction tokens (follow-ups, edits) are valid for 15 minutes."""
 TOKEN_MARGIN_S = 60
 """Stop using a token a minute early: an upload can take a while and must not expire midway."""
-TERMINAL_EVENTS = (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
+TERMINAL_EVENTS = (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED,
+                   EventKind.UNDELIVERED)
 
 Submit = Callable[[Actor, Destination, str], Awaitable[Receipt]]
 """Queues a job for (actor, destination, idempotency key): request_music, reroll or extend."""

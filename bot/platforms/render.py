@@ -70,6 +70,10 @@ def event_text(event: JobEvent) -> str:
             return f"❌ {head}\n{failure_text(event)}"
         case "cancelled":
             return f"🛑 {head}\nCancelled. Refunded **{event.refunded}** tokens."
+        case "undelivered":
+            reason = (event.message or "the platform refused the upload").rstrip(".")
+            return (f"📦 {head}\nYour track is made, but I could not post it here: {reason}. "
+                    f"Get it with `/track {job.id}` — it is kept for you.")
     return head  # pragma: no cover - every kind is matched above
 
 

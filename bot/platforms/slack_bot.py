@@ -322,7 +322,8 @@ class SlackFrontend:
     async def notify(self, event: JobEvent) -> None:
         """Edit the job's status message; progress edits are throttled per job."""
         job = event.job
-        terminal = event.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
+        terminal = event.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED,
+                                  EventKind.UNDELIVERED)
         if not terminal and not self._edit_due(job.id):
             return
         text = mrkdwn(render.event_text(event))
