@@ -1,0 +1,148 @@
+"""The job's life after the charge: leases, the delivery outbox, refunds that never fail."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.core.errors import JobNotCancellable
+from bot.core.ledger import MAX_BALANCE
+from bot.core.models import JobState
+from bot.core.service import MusicService
+
+from .conftest import (
+    Clock,
+    RecordingFrontend,
+    assert_books_balance,
+    complete,
+    destination,
+    member,
+    music,
+    order,
+    track,
+)
+
+MOD = member("mod", admin=True)
+
+
+async def test_a_refund_lands_even_above_the_admin_cap(service: MusicService) -> None:
+    alice = member()
+    receipt = await order(service, alice)
+    await service.set_balance(MOD, "alice", MAX_BALANCE)  # set while the job is pending
+
+    cancelled = await service.cancel(alice, receipt.job.id)
+
+    assert cancelled.state is JobState.CANCELLED
+    assert await service.balance(alice) == MAX_BALANCE + receipt.price
+    assert_books_balance(service.config.database_path)
+
+
+async def test_a_job_failing_above_the_cap_is_refunded_and_recovery_still_runs(
+    open_service: Any, config: Any, clock: Clock
+) -> None:
+    service: MusicService = await open_service(config)
+    alice = member()
+    receipt = await order(service, alice)
+    [job] = await service.settlement.claim(1)
+    await service.set_balance(MOD, "alice", MAX_BALANCE)
+    ended = await service.settlement.fail(job.id, "the model broke")
+    assert ended.state is JobState.FAILED
+    assert await service.balance(alice) == MAX_BALANCE + receipt.price
+    assert not await service.recovery.recover()  # nothing left for a restart to trip on
+
+
+async def test_a_live_lease_is_never_taken_over(open_service: Any, config: Any,
+                                                clock: Clock) -> None:
+    mine: MusicService = await open_service(config)
+    other: MusicService = await open_service(config)
+    await order(mine, member())
+    [job] = await mine.settlement.claim(1)
+
+    await mine.leases.renew()
+    clock.advance(config.generation.lease_s - 1)
+    assert not await other.recovery.recover()  # the owner is alive and renewing
+    await mine.leases.renew()
+    clock.advance(config.generation.lease_s - 1)
+    assert not await other.recovery.recover()
+    clock.advance(2)  # the owner stopped renewing: the lease ran out
+    assert (await other.recovery.recover()).requeued == [job.id]
+    again = await other.get_job(job.id)
+    assert again.attempts == 0 and again.crashes == 1  # a death spends no attempt
+
+
+async def test_a_cancel_from_another_process_reaches_the_renderer_at_its_heartbeat(
+    open_service: Any, config: Any
+) -> None:
+    renderer: MusicService = await open_service(config)
+    frontend_side: MusicService = await open_service(config)
+    alice = member()
+    await order(frontend_side, alice)
+    [job] = await renderer.settlement.claim(1)
+
+    await frontend_side.cancel(alice, job.id)
+    assert not renderer.settlement.cancel_requested(job.id)
+    await renderer.leases.renew()
+    assert renderer.settlement.cancel_requested(job.id)
+
+
+async def test_a_rendered_track_is_never_refunded_or_cancelled(
+    service: MusicService, tmp_path: Path, frontend: RecordingFrontend
+) -> None:
+    alice = member()
+    await order(service, alice)
+    [job] = await service.settlement.claim(1)
+    await service.settlement.rendered(job, track(tmp_path, job))
+
+    failed = await service.settlement.fail(job.id, "late failure report")
+    assert failed.state is JobState.RENDERED and failed.refunded == 0
+    assert not (await service.recovery.recover())
+    with pytest.raises(JobNotCancellable, match="made and being delivered"):
+        await service.cancel(alice, job.id)
+    await service.delivery.deliver_due()
+    assert (await service.get_job(job.id)).state is JobState.DONE
+    assert job.id in frontend.delivered
+    assert_books_balance(service.config.database_path)
+
+
+async def test_a_slow_upload_does_not_hold_the_worker(
+    service: MusicService, tmp_path: Path, frontend: RecordingFrontend
+) -> None:
+    release = asyncio.Event()
+    original = frontend.deliver
+
+    async def slow_deliver(job: Any, made: Any) -> None:
+        await release.wait()
+        await original(job, made)
+
+    frontend.deliver = slow_deliver  # type: ignore[method-assign]
+    alice = member()
+    await order(service, alice)
+    await order(service, alice)
+    first, second = await service.settlement.claim(1), None
+    await service.settlement.rendered(first[0], track(tmp_path, first[0]))
+    delivering = asyncio.create_task(service.delivery.deliver_due())
+    await asyncio.sleep(0.05)
+    [second] = await service.settlement.claim(1)  # the worker goes on while the upload waits
+    await service.settlement.rendered(second, track(tmp_path, second))
+    assert (await service.get_job(first[0].id)).state is JobState.RENDERED
+    release.set()
+    await delivering
+    await complete(service, second, track(tmp_path, second))
+    assert set(frontend.delivered) == {first[0].id, second.id}
+
+
+async def test_delivery_tokens_are_forgotten_once_delivered(
+    service: MusicService, tmp_path: Path
+) -> None:
+    alice = member()
+    where = dataclasses.replace(destination(alice), interaction_token="secret-token",
+                                token_expires_at=1e12)
+    receipt = await service.request_music(alice, music(), where, "with-token")
+    [job] = await service.settlement.claim(1)
+    assert job.destination.interaction_token == "secret-token"
+    done = await complete(service, job, track(tmp_path, job))
+    assert done.id == receipt.job.id and done.destination.interaction_token is None
