@@ -170,6 +170,10 @@ def _announce_models(app: object) -> None:
 # --------------------------------------------------------------------------- console
 
 
+def _makes_music(command: str) -> bool:
+    return command.strip().split(" ", 1)[0] in ("/music", "/reroll", "/extend")
+
+
 def cmd_console(args: argparse.Namespace, config: Config) -> int:
     require_ffmpeg()
     return asyncio.run(_console(config, args.commands or [], args.user))
@@ -182,9 +186,10 @@ async def _console(config: Config, commands: list[str], user: str) -> int:
     app = App(config)
     console = ConsoleFrontend(app.service, user=user)
     app.add_frontend(console)
-    # The console renders only its own jobs: a script that checks a balance next to a running
-    # bot must not take that bot's members' jobs (it would hand them back on exit).
-    await app.start(render_for=frozenset({console.platform}))
+    # The console renders only its own jobs, and a script with nothing to make renders (and
+    # recovers) nothing: `console -c /balance` next to a running bot must not touch its jobs.
+    renders = not commands or any(_makes_music(c) for c in commands)
+    await app.start(worker=renders, render_for=frozenset({console.platform}))
     _announce_models(app)
     try:
         if commands:

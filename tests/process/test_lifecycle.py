@@ -101,3 +101,18 @@ def test_a_poison_job_is_failed_alone_and_its_batch_mates_finish(tmp_path: Path)
     mates = rows(tmp_path, "SELECT attempts, crashes FROM jobs WHERE id != ?", (poison,))
     assert all(r["attempts"] == 1 and r["crashes"] <= 1 for r in mates)
     _assert_promise_kept(tmp_path)
+
+
+def test_two_bots_on_one_file_share_the_queue_without_overlap(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    jobs = queue(tmp_path, [(f"shared {i}", 1.0) for i in range(8)])
+    first, second = start_bot(tmp_path, name="first"), start_bot(tmp_path, name="second")
+    try:
+        assert wait_until(lambda: _settled(tmp_path), 240), states(tmp_path)
+    finally:
+        first.stop()
+        second.stop()
+    assert states(tmp_path) == dict.fromkeys(jobs, "done")
+    assert deliveries(tmp_path) == dict.fromkeys(jobs, 1)
+    assert all(r["attempts"] == 1 for r in rows(tmp_path, "SELECT attempts FROM jobs"))
+    _assert_promise_kept(tmp_path)
