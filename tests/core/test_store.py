@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from bot.core.db import LATEST_VERSION, Database, DatabaseError
+from bot.config import Config
+from bot.core.db import LATEST_VERSION, Database, DatabaseBusy, DatabaseError
 from bot.core.errors import InvalidRequest
 from bot.core.models import LedgerKind
 from bot.core.service import MusicService
 
-from .conftest import assert_books_balance, member, order, raw, snapshot
+from .conftest import Clock, assert_books_balance, member, order, raw, snapshot
 
 
 async def test_rolled_back_write_is_invisible_from_a_second_connection(
@@ -254,3 +255,25 @@ async def test_cancelled_requests_leave_the_store_working_and_consistent(
         assert (await order(service, member("bob"))).price == 10  # the next write works
         await service.set_balance(member("mod", admin=True), "bob", 100)
     assert_books_balance(service.config.database_path)
+
+
+async def test_a_database_locked_by_another_process_says_busy_and_charges_nothing(
+    config: Config, clock: Clock, tmp_path: Path
+) -> None:
+    db = await Database(config.database_path, busy_timeout_ms=200).open()
+    try:
+        service = MusicService(config, db, clock=clock)
+        await service.balance(member())
+        before = snapshot(config.database_path)
+        holder = sqlite3.connect(config.database_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process is in a long write
+        try:
+            with pytest.raises(DatabaseBusy, match=r"busy right now.*nothing was"):
+                await order(service, member())
+        finally:
+            holder.rollback()
+            holder.close()
+        assert snapshot(config.database_path) == before
+        assert (await order(service, member())).price == 10  # and it works again at once
+    finally:
+        await db.close()
