@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from bot.config import Config, LimitsConfig, RateLimit
 from bot.core.db import Database
@@ -53,6 +54,16 @@ async def open_service(config: Config, frontend: TimingFrontend) -> MusicService
     service.register_frontend(frontend)
     await service.start()
     return service
+
+
+async def run_until_idle(service: MusicService, engines: dict[str, Any], config: Config) -> int:
+    """Render every queued job with a worker, then deliver every track (``musicbot run``'s
+    two stages, one after the other)."""
+    from generation.worker import Worker
+
+    ended = await Worker(service.settlement, engines, config).run_until_idle()
+    await service.delivery.deliver_due()
+    return ended
 
 
 async def request(service: MusicService, model: str, prompt: str, seconds: float, key: str) -> Job:

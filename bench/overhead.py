@@ -45,8 +45,9 @@ async def run(jobs: int, seconds: float) -> tuple[list[float], list[float]]:
         config = bench_config(Path(tmp), "debug", max_batch=4)
         frontend = TimingFrontend()
         service = await open_service(config, frontend)
-        worker = Worker(service, {"debug": engine}, config)
+        worker = Worker(service.settlement, {"debug": engine}, config)
         await worker.start()
+        delivery = asyncio.create_task(service.delivery.run_forever())
         totals: list[float] = []
         try:
             for i in range(jobs + 1):  # the first job warms caches and is not counted
@@ -57,6 +58,7 @@ async def run(jobs: int, seconds: float) -> tuple[list[float], list[float]]:
                 totals.append(frontend.delivered_at[job.id] - start)
         finally:
             await worker.stop()
+            delivery.cancel()
             await service.drain_events()
             await service.db.close()
     return totals[1:], engine.model_seconds[1:]

@@ -27,12 +27,11 @@ from audiocraft.modules import SEANetDecoder, SEANetEncoder
 from audiocraft.quantization import ResidualVectorQuantizer
 from omegaconf import OmegaConf
 
-from bench.common import TimingFrontend, bench_config, open_service, request
+from bench.common import TimingFrontend, bench_config, open_service, request, run_until_idle
 from bot.config import Config
 from bot.core.models import GenerationParams
 from generation.audio import Audio, make_track
 from generation.engine import Engine, without_onednn
-from generation.worker import Worker
 
 MODEL_KEY = "bench-small"
 
@@ -101,7 +100,7 @@ async def batched(engine: Engine, prompts: list[str], seconds: float, config: Co
         start = time.perf_counter()
         for i, prompt in enumerate(prompts):
             await request(service, MODEL_KEY, prompt, seconds, f"job-{i}")
-        await Worker(service, {MODEL_KEY: engine}, config).run_until_idle()
+        await run_until_idle(service, {MODEL_KEY: engine}, config)
         wall = time.perf_counter() - start
         assert len(frontend.delivered_at) == len(prompts), "not every job was delivered"
         return wall
