@@ -59,6 +59,8 @@ async def run(jobs: int, seconds: float) -> tuple[list[float], list[float]]:
         finally:
             await worker.stop()
             delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+            await service.delivery.stop()
             await service.drain_events()
             await service.db.close()
     return totals[1:], engine.model_seconds[1:]
