@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.core.errors import MusicBotError
+from bot.platforms.discord_send import already_acknowledged
 
 if TYPE_CHECKING:
     from bot.platforms.discord_bot import DiscordFrontend
@@ -52,7 +53,11 @@ class _JobButton:
             await self.run(interaction, _frontend(interaction))
         except MusicBotError as err:
             await send_ephemeral(interaction, err.user_message)
-        except Exception:
+        except Exception as exc:
+            if already_acknowledged(exc):
+                log.info("the %s click %s was already acknowledged; ignoring the repeat",
+                         self.action, interaction.id)
+                return
             log.exception("the %s button failed", self.action)
             await send_ephemeral(interaction, "Something went wrong on our side. Please try "
                                  "again in a moment.")

@@ -47,6 +47,8 @@ from bot.platforms.slack_api import (
 )
 from bot.platforms.slack_blocks import (
     ACTION_PATTERN,
+    SLACK,
+    escape,
     home_view,
     mrkdwn,
     parse_action_id,
@@ -176,11 +178,14 @@ class SlackFrontend:
 
     async def _guarded(self, client: AsyncWebClient, body: dict[str, Any],
                        work: Awaitable[None]) -> None:
-        """Run a handler; a core error becomes a private answer, anything else @app.error."""
+        """Run a handler; a core error becomes a private answer, anything else @app.error.
+
+        Core messages can quote what the member typed, so they are escaped like member text.
+        """
         try:
             await work
         except MusicBotError as err:
-            await self.reply(client, body, mrkdwn(err.user_message))
+            await self.reply(client, body, mrkdwn(escape(err.user_message)))
 
     async def _button(self, client: AsyncWebClient, body: dict[str, Any], verb: str,
                       job_id: int) -> None:
@@ -266,9 +271,12 @@ class SlackFrontend:
 
     async def announce(self, client: AsyncWebClient, body: dict[str, Any], actor: Actor,
                        receipt: Receipt) -> None:
-        """Post the job's status message in the channel, or undo the charge if we cannot."""
+        """Post the job's status message in the channel, or undo the charge if we cannot.
+
+        The channel sees the job and its price; the balance goes only to the member.
+        """
         job = receipt.job
-        text = mrkdwn(render.receipt_text(receipt))
+        text = mrkdwn(render.receipt_text(receipt, SLACK))
         if receipt.duplicate:
             await self.reply(client, body, text)
             return
@@ -283,6 +291,7 @@ class SlackFrontend:
             await self._undo(client, body, actor, job)
             return
         self._status_ts[job.id] = ts
+        await self.reply(client, body, mrkdwn(render.charged_text(receipt)))
         await self.service.set_status_ref(job.id, ts)
         await self._catch_up(job.id)
 
@@ -325,7 +334,7 @@ class SlackFrontend:
         terminal = event.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
         if not terminal and not self._edit_due(job.id):
             return
-        text = mrkdwn(render.event_text(event))
+        text = mrkdwn(render.event_text(event, SLACK))
         ts = job.destination.status_ref or self._status_ts.get(job.id)
         quiet = job.id in self._quiet  # the member was already told (see _undo)
         if terminal:

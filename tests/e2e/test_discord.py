@@ -48,9 +48,12 @@ async def test_music_queues_shows_progress_and_delivers_a_playable_mp3(world: Di
 
     status = await it.wait_message(lambda m: "queued" in m.content)
     assert not status.ephemeral
-    assert f"Charged **{PRICE_2S}** tokens · balance **{STARTING_BALANCE - PRICE_2S}**" in (
-        status.content)
+    assert f"Charged **{PRICE_2S}** tokens" in status.content
+    assert "balance" not in status.content  # the channel does not learn the member's balance
     job = job_id_of(status)
+    private = await it.wait_message(lambda m: "balance" in m.content)
+    assert private.ephemeral
+    assert f"your balance is now **{STARTING_BALANCE - PRICE_2S}** tokens" in private.content
     assert status.custom_ids == [f"musicbot:cancel:{job}"]
 
     result = await world.result(job)
@@ -147,7 +150,9 @@ async def test_buttons_keep_working_after_a_restart(world: DiscordWorld):
     receipt = await reroll.wait_message(lambda m: "queued" in m.content)
     again = job_id_of(receipt)
     assert again != job
-    assert f"balance **{STARTING_BALANCE - 2 * PRICE_2S}**" in receipt.content  # charged again
+    assert "balance" not in receipt.content
+    note = await reroll.wait_message(lambda m: "balance" in m.content)  # charged again
+    assert note.ephemeral and f"now **{STARTING_BALANCE - 2 * PRICE_2S}**" in note.content
     new_track = await world.result(again)
     assert mp3_seconds(new_track.upload(".mp3").data) == pytest.approx(2.0, abs=0.3)
 
@@ -366,3 +371,47 @@ async def test_track_refuses_unknown_and_deleted_tracks_privately(world: Discord
     assert answer.ephemeral and f"#{job} is no longer stored" in answer.content
     assert not any(m.uploads for m in gone.messages())
     assert all(m.deleted for m in gone.messages() if not m.ephemeral)
+
+
+# ---------------------------------------------------------------------- safe text (issue #11)
+
+PINGS = ["<@123>", f"<@{2**60}>", "@everyone", "@here", "<@&456>", "<@!789>"]
+
+
+async def test_member_text_never_notifies_anyone(world: DiscordWorld):
+    prompt = "drums " + " ".join(PINGS)
+    it = await world.music(prompt, 2.0, genre="@everyone <@123>")
+
+    status = await it.wait_message(lambda m: "queued" in m.content)
+    job = job_id_of(status)
+    result = await world.result(job)
+    await world.fake.wait_for(lambda: "Done." in status.content)
+
+    for message in (status, result):
+        assert message.allowed_mentions is not None and message.allowed_mentions["parse"] == []
+        assert message.notified() == set()
+        # the text still shows what the member typed, with the mention syntax broken
+        assert "@\u200beveryone" in message.content and "<@\u200b123>" in message.content
+        assert "<@123>" not in message.content and "@everyone" not in message.content
+
+
+async def test_channel_fallback_delivery_pings_only_the_requester(world: DiscordWorld):
+    await world.app.worker.stop()
+    it = await world.music(f"night drive <@{world.olga.id}> @here", 2.0)
+    job = job_id_of(await it.wait_message(lambda m: "queued" in m.content))
+    world.clock.advance(20 * 60)
+    world.fake.expire(it)
+    await world.app.worker.start()
+
+    result = await world.result(job)
+    assert result.source == "channel"
+    assert result.notified() == {str(world.bob.id)}
+    assert result.allowed_mentions["users"] == [world.bob.id]
+
+
+async def test_a_refused_request_quoting_a_mention_pings_no_one(world: DiscordWorld):
+    it = await world.music("x", 2.0, model="<@123> @everyone")
+    answer = await it.wait_message()
+    assert answer.ephemeral and "Invalid model" in answer.content
+    assert answer.notified() == set()
+    assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE}** tokens."
