@@ -278,7 +278,7 @@ class DiscordFrontend:
             raise DeliveryError(f"the file ({track.size_bytes} bytes) is over this channel's "
                                 f"upload limit ({limit} bytes)", retryable=False)
         await self._sender().deliver(job, track, render.result_text(job, track, DISCORD),
-                                     result_view(job.id))
+                                     self._result_view(job))
 
     async def send_stored_track(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """``/track``: upload a finished job's stored file again, publicly, with its buttons.
@@ -298,7 +298,7 @@ class DiscordFrontend:
                           f"over this channel's upload limit ({_mib(limit)}).")
             return
         await followup_track(interaction, job, track, render.result_text(job, track, DISCORD),
-                             result_view(job.id))
+                             self._result_view(job))
 
     async def cancel_job(self, interaction: discord.Interaction[Any], job_id: int | None) -> None:
         """``/cancel`` and the Cancel buttons: an ephemeral answer; the status edit follows."""
@@ -309,6 +309,9 @@ class DiscordFrontend:
         else:
             text = f"Stopping job #{job.id}… its tokens come back as soon as it stops."
         await interaction.followup.send(text, ephemeral=True)
+
+    def _result_view(self, job: Job) -> discord.ui.View:
+        return result_view(job.id, render.extend_label(self.config, job))
 
     def _lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())

@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXTEND_SECONDS = 10
-"""How much audio the Extend button adds."""
 PREFIX = "musicbot"
 
 
@@ -38,8 +36,8 @@ class _JobButton:
     style = discord.ButtonStyle.secondary
 
     @classmethod
-    def button(cls, job_id: int) -> discord.ui.Button[Any]:
-        return discord.ui.Button(label=cls.label, style=cls.style,
+    def button(cls, job_id: int, label: str | None = None) -> discord.ui.Button[Any]:
+        return discord.ui.Button(label=label or cls.label, style=cls.style,
                                  custom_id=f"{PREFIX}:{cls.action}:{job_id}")
 
     @classmethod
@@ -84,18 +82,23 @@ class RerollButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
 
 class ExtendButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
                    template=rf"{PREFIX}:extend:(?P<job>[0-9]+)"):
-    """Continue the finished track by :data:`EXTEND_SECONDS` (charged as new audio)."""
+    """Continue the finished track by ``limits.extend_seconds`` (charged as new audio).
 
-    action, label = "extend", f"⏩ Extend +{EXTEND_SECONDS} s"
+    The label (seconds and price) is rendered when the track is posted; a click is matched
+    by custom_id alone, so the label a restored button carries does not matter.
+    """
 
-    def __init__(self, job_id: int) -> None:
-        super().__init__(self.button(job_id))
+    action, label = "extend", "⏩ Extend"
+
+    def __init__(self, job_id: int, label: str | None = None) -> None:
+        super().__init__(self.button(job_id, label))
         self.job_id = job_id
 
     async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
         service = frontend.service
+        seconds = frontend.config.limits.extend_seconds
         await frontend.start_job(interaction, lambda actor, dest, key: service.extend(
-            actor, self.job_id, EXTEND_SECONDS, dest, key))
+            actor, self.job_id, seconds, dest, key))
 
 
 class CancelButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
@@ -122,10 +125,11 @@ def status_view(job_id: int) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: int) -> discord.ui.View:
-    """Buttons on a delivered track."""
+def result_view(job_id: int, extend_label: str) -> discord.ui.View:
+    """Buttons on a delivered track; ``extend_label`` from :func:`render.extend_label`."""
     view = discord.ui.View(timeout=None)
-    for item in (RerollButton(job_id), ExtendButton(job_id), CancelButton(job_id)):
+    for item in (RerollButton(job_id), ExtendButton(job_id, extend_label),
+                 CancelButton(job_id)):
         view.add_item(item)
     return view
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.config import Config
 from bot.core.errors import format_wait
 from bot.core.models import Job, JobEvent, JobState, LedgerEntry, QueueInfo, Receipt, Track
+from bot.core.requests import price as price_of
 
 NOISE_NOTE = "⚠️ Made with a random-initialised test model (`debug`): the audio is noise."
 
@@ -130,6 +132,13 @@ def result_text(job: Job, track: Track, dialect: Dialect = PLAIN) -> str:
     if track.noise:
         lines.append(NOISE_NOTE)
     return "\n".join(lines)
+
+
+def extend_label(config: Config, job: Job) -> str:
+    """The Extend button's label on every platform: added seconds and what they cost."""
+    seconds = config.limits.extend_seconds
+    tokens = price_of(config, seconds, job.params.model, job.params.format)
+    return f"⏩ Extend +{seconds:g} s · {tokens} tokens"
 
 
 def balance_text(balance: int, whose: str = "Your") -> str:

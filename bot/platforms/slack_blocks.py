@@ -83,8 +83,9 @@ def status_blocks(text: str, job_id: int, active: bool) -> list[dict[str, Any]]:
     return blocks
 
 
-def result_blocks(job: Job, track: Track) -> list[dict[str, Any]]:
-    """The message shared with a finished track: what it is, plus Re-roll and Extend."""
+def result_blocks(job: Job, track: Track, extend_label: str) -> list[dict[str, Any]]:
+    """The message shared with a finished track: what it is, plus Re-roll and Extend
+    (``extend_label`` from :func:`render.extend_label`, the same as on Discord)."""
     return [
         section(mrkdwn(render.result_text(job, track, SLACK))),
         {
@@ -92,7 +93,7 @@ def result_blocks(job: Job, track: Track) -> list[dict[str, Any]]:
             "block_id": f"result:{job.id}",
             "elements": [
                 button("🎲 Re-roll", "reroll", job.id, style="primary"),
-                button("⏩ Extend", "extend", job.id),
+                button(extend_label, "extend", job.id),
             ],
         },
     ]

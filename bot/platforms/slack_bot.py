@@ -199,9 +199,8 @@ class SlackFrontend:
         if verb == "reroll":
             receipt = await self.service.reroll(actor, job_id, destination, key)
         else:
-            original = await self.service.get_job(job_id)
             receipt = await self.service.extend(
-                actor, job_id, original.params.duration, destination, key
+                actor, job_id, self.config.limits.extend_seconds, destination, key
             )
         await self.announce(client, body, actor, receipt)
 
@@ -307,7 +306,7 @@ class SlackFrontend:
         here = self.destination(body)
         moved = dataclasses.replace(job.destination, channel=here.channel, thread=here.thread)
         job = dataclasses.replace(job, destination=moved)
-        await upload_track(client, job, track, result_blocks(job, track))
+        await upload_track(client, job, track, self._result_blocks(job, track))
 
     async def _undo(self, client: AsyncWebClient, body: dict[str, Any], actor: Actor,
                     job: Job) -> None:
@@ -354,7 +353,10 @@ class SlackFrontend:
         Raises:
             DeliveryError: Slack refused or could not be reached (retryable when it may pass).
         """
-        await upload_track(self.app.client, job, track, result_blocks(job, track))
+        await upload_track(self.app.client, job, track, self._result_blocks(job, track))
+
+    def _result_blocks(self, job: Job, track: Track) -> list[dict[str, Any]]:
+        return result_blocks(job, track, render.extend_label(self.config, job))
 
     def _edit_due(self, job_id: int) -> bool:
         now = self._clock()

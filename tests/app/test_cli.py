@@ -40,7 +40,9 @@ def test_console_music_then_balance_makes_an_mp3_and_charges(tmp_path: Path) -> 
     audio = AudioSegment.from_file(track, format="mp3")
     assert 2.8 <= audio.duration_seconds <= 3.3
     assert "noise" in done.stdout  # the debug model is announced as noise
-    assert "Charged 10 tokens · balance 190" in done.stdout
+    assert "Charged 10 tokens" in done.stdout
+    # the terminal is the operator's own, so the balance is shown with the receipt
+    assert "charged 10 tokens · your balance is now 190 tokens" in done.stdout
     assert "Your balance: 190 tokens." in done.stdout
     assert (tmp_path / "musicbot.sqlite3").exists()
 

@@ -280,6 +280,8 @@ async def test_extend_button_continues_the_track(world: DiscordWorld):
     job = job_id_of(status)
     track = await world.result(job)
     await world.fake.wait_for(lambda: "Done." in status.content)
+    labels = {c["custom_id"]: c["label"] for c in track.components[0]["components"]}
+    assert labels[f"musicbot:extend:{job}"] == "⏩ Extend +10 s · 20 tokens"  # as on Slack
 
     click = await world.fake.click(track, f"musicbot:extend:{job}", user=world.bob,
                                    guild=world.studio)

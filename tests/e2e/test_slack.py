@@ -259,11 +259,14 @@ async def test_reroll_button_makes_a_new_charged_track(world: SlackWorld) -> Non
 
 async def test_extend_button_continues_the_track(world: SlackWorld, tmp_path: Path) -> None:
     first_id, first = await make_track(world, "funk groove --duration 1")
-    await world.click(button_ids(first.blocks)[1])  # ⏩ Extend
+    extend = first.blocks[1]["elements"][1]
+    assert extend["text"]["text"] == "⏩ Extend +2 s · 10 tokens"  # configured seconds, price
+    await world.click(extend["action_id"])
     second = (await world.fake.wait_for(lambda: world.fake.shared_files[1:]))[0]
     extended = await world.wait_job((await world.jobs())[-1].id)
     assert extended.params.continue_from == first_id and extended.state is JobState.DONE
-    assert float(ffprobe(second.data, tmp_path)["duration"]) > 1.5  # the original plus more
+    assert extended.params.duration == 2.0  # limits.extend_seconds, not the original's length
+    assert float(ffprobe(second.data, tmp_path)["duration"]) > 2.5  # the original plus 2 s
     assert f"continues #{first_id}" in second.blocks[0]["text"]["text"]
     assert await world.balance() == STARTING_BALANCE - 2 * PRICE_1S
 
