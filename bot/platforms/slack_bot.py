@@ -36,7 +36,7 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
-from bot.platforms import render
+from bot.platforms import log_redaction, render
 from bot.platforms.slack_api import (
     INVITE_HINT,
     NETWORK_ERRORS,
@@ -90,7 +90,12 @@ class SlackFrontend:
         self._mode = config.slack.mode
         bot_token, self._app_token, signing_secret = _tokens(config)
         client = AsyncWebClient(token=bot_token, base_url=base_url or "https://slack.com/api/")
+        # Before bolt creates its loggers: every record they make meets the redaction filter.
+        log_redaction.install()
         self.app = AsyncApp(
+            # bolt names its listener loggers after the app; under slack_bolt they are
+            # recognised as outside libraries whose bodies are stripped from the log
+            name="slack_bolt.musicbot",
             client=client,
             signing_secret=signing_secret or "",
             # Socket Mode traffic is authenticated by the app token, not signed
@@ -117,6 +122,7 @@ class SlackFrontend:
 
     async def start(self) -> None:
         """Connect: open the Socket Mode websocket, or listen for signed HTTP requests."""
+        log_redaction.install()  # again: handlers added since construction (new log setup)
         await self._check_token("SLACK_BOT_TOKEN", self.app.client.auth_test())
         if self._mode == "socket":
             assert self._app_token is not None

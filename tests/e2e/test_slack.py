@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -44,7 +45,7 @@ from tests.e2e.slack_fixtures import (
     open_world,
     running_app,
 )
-from tests.fakes.slack_fake import FakeSlack, Message, SharedFile
+from tests.fakes.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, Message, SharedFile
 
 PRICE_1S = 10  # default pricing: max(10, 2 tokens per second)
 
@@ -494,3 +495,34 @@ async def test_the_balance_goes_only_to_the_member(world: SlackWorld) -> None:
     await world.wait_job(job_id)
     await world.fake.wait_for(lambda: "Done." in status.text)
     assert all("balance" not in m.text for m in world.fake.messages_in(CHANNEL))
+
+
+# ---------------------------------------------------------------------- logs (issue #11)
+
+
+async def test_no_bearer_url_token_or_request_body_reaches_the_log(
+    bot: RunningBot, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DEBUG before the frontend exists: bolt copies the root level into its loggers then.
+    # aiosqlite stays at INFO as `musicbot` sets it (its DEBUG lines are SQL parameters).
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(logging.getLogger("aiosqlite"), "level", logging.INFO)
+    async with open_world(bot, "http") as world:
+        forged = world.fake.slash_command("forgedsecretword --duration 1", user=MEMBER,
+                                          channel=CHANNEL)
+        assert (await world.fake.send_http("slash_commands", forged,
+                                           secret="wrong-secret")).status == 401
+        real = world.fake.slash_command("realsecretword --duration 1", user=MEMBER,
+                                        channel=CHANNEL)
+        assert (await world.fake.send_http("slash_commands", real)).status == 200
+        job_id = job_id_of(await status_message(world))
+        await world.wait_job(job_id)
+        await world.fake.wait_for(lambda: world.fake.shared_files)
+        hooks = [p["response_url"].rsplit("/", 1)[-1] for p in (forged, real)]
+
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert any(r.name.startswith("slack") and r.levelno == logging.DEBUG
+               for r in caplog.records), "DEBUG logging of slack_bolt/slack_sdk was not on"
+    assert "Invalid request signature" in logged  # bolt's INFO line is still there…
+    for secret in (*hooks, "forgedsecretword", "realsecretword", BOT_TOKEN, SIGNING_SECRET):
+        assert secret not in logged, secret  # …without the body, URLs or tokens
