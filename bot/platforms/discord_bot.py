@@ -100,6 +100,8 @@ class DiscordFrontend:
         """Latest event of a job whose status message is not posted yet."""
         self._last_edit: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._undelivered: set[int] = set()
+        """Jobs whose upload failed here: a later failure is a delivery failure."""
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -262,8 +264,8 @@ class DiscordFrontend:
     async def _show(self, event: JobEvent, message_id: int) -> None:
         self._last_edit[event.job.id] = self.clock()
         view = None if event.kind in TERMINAL_EVENTS else status_view(event.job.id)
-        await self._sender().edit(event.job.destination, message_id,
-                                  render.event_text(event, DISCORD), view)
+        text = render.event_text(event, DISCORD, at_delivery=event.job.id in self._undelivered)
+        await self._sender().edit(event.job.destination, message_id, text, view)
 
     async def deliver(self, job: Job, track: Track) -> None:
         """Upload the track (and waveform) with Re-roll / Extend / Cancel buttons.
@@ -271,12 +273,20 @@ class DiscordFrontend:
         Raises:
             DeliveryError: the file does not fit or Discord refused it (retryable on 429/5xx).
         """
+        try:
+            await self._upload(job, track)
+        except Exception:
+            self._undelivered.add(job.id)
+            raise
+        self._undelivered.discard(job.id)  # a retry got through
+
+    async def _upload(self, job: Job, track: Track) -> None:
         if not self.running:
             raise DeliveryError("the Discord connection is not running")
         limit = job.destination.upload_limit
         if track.size_bytes > limit:
-            raise DeliveryError(f"the file ({track.size_bytes} bytes) is over this channel's "
-                                f"upload limit ({limit} bytes)", retryable=False)
+            raise DeliveryError(f"the file ({_mib(track.size_bytes)}) is over this channel's "
+                                f"upload limit ({_mib(limit)})", retryable=False)
         await self._sender().deliver(job, track, render.result_text(job, track, DISCORD),
                                      self._result_view(job))
 
@@ -319,6 +329,7 @@ class DiscordFrontend:
     def _forget(self, job_id: int) -> None:
         for table in (self._refs, self._unshown, self._last_edit, self._locks):
             table.pop(job_id, None)
+        self._undelivered.discard(job_id)
 
     # ------------------------------------------------------------------ errors
     async def on_tree_error(

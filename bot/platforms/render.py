@@ -90,8 +90,12 @@ def charged_text(receipt: Receipt) -> str:
             f"your balance is now **{receipt.balance}** tokens.")
 
 
-def event_text(event: JobEvent, dialect: Dialect = PLAIN) -> str:
-    """Status text for a job event (progress edits, failures, cancellations)."""
+def event_text(event: JobEvent, dialect: Dialect = PLAIN, *, at_delivery: bool = False) -> str:
+    """Status text for a job event (progress edits, failures, cancellations).
+
+    ``at_delivery``: the frontend saw its upload of this job's track fail (see
+    :func:`failure_text`).
+    """
     job = event.job
     head = f"Job #{job.id} · {describe_request(job, dialect)}"
     match event.kind.value:
@@ -105,18 +109,18 @@ def event_text(event: JobEvent, dialect: Dialect = PLAIN) -> str:
         case "done":
             return f"✅ {head}\nDone."
         case "failed":
-            return f"❌ {head}\n{failure_text(event, dialect)}"
+            return f"❌ {head}\n{failure_text(event, dialect, at_delivery=at_delivery)}"
         case "cancelled":
             return f"🛑 {head}\nCancelled. Refunded **{event.refunded}** tokens."
     return head  # pragma: no cover - every kind is matched above
 
 
-def failure_text(event: JobEvent, dialect: Dialect = PLAIN) -> str:
+def failure_text(event: JobEvent, dialect: Dialect = PLAIN, *, at_delivery: bool = False) -> str:
     """Why a job failed; a rendered track that could not be handed over is a delivery
     failure, not a generation failure (the member should fix the channel, not the prompt)."""
     reason = dialect.escape((event.message or "the generation failed").rstrip("."))
     refund = f" Refunded **{event.refunded}** tokens." if event.refunded else ""
-    if event.job.track_path:
+    if at_delivery or event.job.track_path:
         return f"The track was made but could not be delivered: {reason}.{refund}"
     return f"Generation failed: {reason}.{refund}"
 

@@ -105,6 +105,8 @@ class SlackFrontend:
         self._last_edit: dict[int, float] = {}
         self._status_ts: dict[int, str] = {}
         self._quiet: set[int] = set()
+        self._undelivered: set[int] = set()
+        """Jobs whose upload failed here: a later failure is a delivery failure."""
         self._admins: dict[str, tuple[bool, float]] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -339,7 +341,8 @@ class SlackFrontend:
         terminal = event.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
         if not terminal and not self._edit_due(job.id):
             return
-        text = mrkdwn(render.event_text(event, SLACK))
+        text = mrkdwn(render.event_text(event, SLACK,
+                                        at_delivery=job.id in self._undelivered))
         ts = job.destination.status_ref or self._status_ts.get(job.id)
         quiet = job.id in self._quiet  # the member was already told (see _undo)
         if terminal:
@@ -359,7 +362,12 @@ class SlackFrontend:
         Raises:
             DeliveryError: Slack refused or could not be reached (retryable when it may pass).
         """
-        await upload_track(self.app.client, job, track, self._result_blocks(job, track))
+        try:
+            await upload_track(self.app.client, job, track, self._result_blocks(job, track))
+        except Exception:
+            self._undelivered.add(job.id)
+            raise
+        self._undelivered.discard(job.id)  # a retry got through
 
     def _result_blocks(self, job: Job, track: Track) -> list[dict[str, Any]]:
         return result_blocks(job, track, render.extend_label(self.config, job))
@@ -376,6 +384,7 @@ class SlackFrontend:
         self._last_edit.pop(job_id, None)
         self._status_ts.pop(job_id, None)
         self._quiet.discard(job_id)
+        self._undelivered.discard(job_id)
 
     async def _tell_owner(self, job: Job, text: str) -> None:
         dest = job.destination

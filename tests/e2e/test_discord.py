@@ -6,6 +6,7 @@ messages, ephemeral answers, uploaded files, balances and the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import logging
@@ -417,3 +418,47 @@ async def test_a_refused_request_quoting_a_mention_pings_no_one(world: DiscordWo
     assert answer.ephemeral and "Invalid model" in answer.content
     assert answer.notified() == set()
     assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE}** tokens."
+
+
+# ---------------------------------------------------------------------- failure texts (#11)
+
+
+async def test_a_refused_upload_says_what_to_fix_not_generation_failed(world: DiscordWorld):
+    await world.app.worker.stop()
+    it = await world.music("forbidden tune", 2.0)
+    status = await it.wait_message(lambda m: "queued" in m.content)
+    await it.wait_message(lambda m: "your balance is now" in m.content)
+    # the track's follow-up is refused, and so is the channel post it falls back to
+    world.fake.fail_next("POST", r"^/webhooks/\d+/[^/]+$", 403)
+    world.fake.fail_next("POST", r"^/channels/\d+/messages$", 403)
+    await world.app.worker.start()
+
+    await world.fake.wait_for(lambda: "❌" in status.content)
+
+    assert "Generation failed" not in status.content
+    assert "The track was made but could not be delivered" in status.content
+    assert "ask an admin to give me the Attach Files and Send Messages permissions" in (
+        status.content)
+    assert "403" not in status.content
+    assert f"Refunded **{PRICE_2S}** tokens" in status.content
+    assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE}** tokens."
+
+
+async def test_a_redelivered_interaction_logs_one_info_line_and_charges_once(
+    world: DiscordWorld, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    await world.app.worker.stop()
+    it = await world.music("only once", 2.0)
+    await it.wait_message(lambda m: "queued" in m.content)
+
+    await world.fake.redeliver(it)
+
+    for _ in range(1200):  # the log line comes after the fake's last change: poll for it
+        if any("already acknowledged" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    repeats = [r for r in caplog.records if "already acknowledged" in r.getMessage()]
+    assert len(repeats) == 1 and repeats[0].levelno == logging.INFO
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE - PRICE_2S}** tokens."

@@ -141,6 +141,8 @@ class FakeInteraction:
     fake: FakeDiscord
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     expired: bool = False
+    payload: dict[str, Any] = field(default_factory=dict)
+    """The INTERACTION_CREATE data as dispatched (for :meth:`FakeDiscord.redeliver`)."""
 
     def messages(self) -> list[FakeMessage]:
         return [m for m in self.fake.messages.values() if m.interaction_id == self.id]
@@ -373,8 +375,13 @@ class FakeDiscord:
         }
         if message is not None:
             payload["message"] = self._message_payload(message)
+        interaction.payload = payload
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
+
+    async def redeliver(self, interaction: FakeInteraction) -> None:
+        """Send the same INTERACTION_CREATE again, as Discord does after a gateway resume."""
+        await self.dispatch("INTERACTION_CREATE", interaction.payload)
 
     async def slash(
         self, command: str, options: dict[str, Any] | None = None, *, user: FakeUser,
