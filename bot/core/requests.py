@@ -50,9 +50,11 @@ def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
 
 def validate_duration(config: Config, value: Any, model: str) -> float:
     """Seconds of audio, within limits.min_duration_s and the model's maximum, 0.1 s steps."""
-    if value is None or value == "":
-        raise InvalidRequest("duration", "say how many seconds of music you want")
     limit = config.max_duration_for(model)
+    if value is None or value == "":
+        low = _show(config.limits.min_duration_s)
+        raise InvalidRequest("duration", f"say how many seconds of music you want "
+                             f"({low} to {_show(limit)})")
     seconds = number("duration", value, config.limits.min_duration_s, limit,
                      unit=" seconds")
     return round(seconds, 1)
@@ -78,7 +80,7 @@ def validate_format(value: Any, default: str) -> str:
 def validate_text(config: Config, field: str, value: Any, max_chars: int) -> str:
     """Trimmed text without control characters, at most ``max_chars``, no blocked words."""
     if not isinstance(value, str):
-        raise InvalidRequest(field, "must be text")
+        raise InvalidRequest(field, f"must be text of at most {max_chars} characters")
     text = " ".join(value.split())  # collapse whitespace, including newlines and tabs
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") for ch in text):
         raise InvalidRequest(field, "contains control or invisible characters")
@@ -114,33 +116,44 @@ def optional(limit: NumberLimit, value: Any) -> Any:
 
 def validate_user_id(field: str, value: Any) -> str:
     """A platform user id: short, printable, no spaces (Discord snowflake, Slack U123...)."""
+    reason = "is not a user id (at most 64 letters, digits or _.:@- characters)"
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise InvalidRequest(field, "is not a user id")
+        raise InvalidRequest(field, reason)
     text = str(value).strip()
     if not _ID_PATTERN.match(text):
-        raise InvalidRequest(field, "is not a user id")
+        raise InvalidRequest(field, reason)
     return text
 
 
 def number(
     field: str, value: Any, low: float, high: float, *, integer: bool = False, unit: str = ""
 ) -> Any:
-    """Parse ``value`` as a finite number within [low, high]; reject bools, NaN, inf, junk."""
+    """Parse ``value`` as a finite number within [low, high]; reject bools, NaN, inf, junk.
+
+    Every refusal names the allowed range, so the member knows what to type instead.
+    """
+    kind = "a whole number" if integer else "a number"
+    allowed = f"{kind} from {_show(low)} to {_show(high)}{unit}"
     if isinstance(value, bool) or value is None:
-        raise InvalidRequest(field, "must be a number")
+        raise InvalidRequest(field, f"must be {allowed}")
     if isinstance(value, str):
         text = value.strip().lower().removesuffix("s").strip() if unit else value.strip()
         try:
             value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
         except ValueError:
-            raise InvalidRequest(field, f"{value[:20]!r} is not a number") from None
+            raise InvalidRequest(field, f"{value[:20]!r} is not a number; use {allowed}") from None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequest(field, "must be a finite number")
+        raise InvalidRequest(field, f"must be a finite number; use {allowed}")
     if integer and (isinstance(value, float) and not value.is_integer()):
-        raise InvalidRequest(field, "must be a whole number")
+        raise InvalidRequest(field, f"must be {allowed}")
     if not low <= value <= high:
-        raise InvalidRequest(field, f"must be between {low:g} and {high:g}{unit}")
+        raise InvalidRequest(field, f"must be between {_show(low)} and {_show(high)}{unit}")
     return int(value) if integer else float(value)
+
+
+def _show(bound: float) -> str:
+    """A bound as a member reads it: 1000000000, not 1e+09; 0.05, not 0.050000."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def price(config: Config, duration: float, model: str, fmt: str = "mp3") -> int:
