@@ -33,7 +33,7 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
-from bot.platforms import render
+from bot.platforms import log_redaction, render
 from bot.platforms.discord_buttons import DYNAMIC_ITEMS, result_view, send_ephemeral, status_view
 from bot.platforms.discord_commands import build_commands
 from bot.platforms.discord_send import (
@@ -125,6 +125,7 @@ class DiscordFrontend:
         if token is None:
             raise ConfigError("DISCORD_TOKEN", "is not set (see docs/discord.md)")
         _redact_discord_logs()
+        log_redaction.install()  # stored destinations carry interaction tokens
         self._client = MusicClient(self, **self._client_options)
         try:
             await self._client.login(token.reveal())
