@@ -42,6 +42,7 @@ from bot.platforms.discord_send import (
     Sender,
     already_acknowledged,
     followup_track,
+    http_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,13 @@ class DiscordFrontend:
             await _refuse(interaction, f"Job #{job.id}'s file ({_mib(track.size_bytes)}) is "
                           f"over this channel's upload limit ({_mib(limit)}).")
             return
-        await followup_track(interaction, job, track, render.result_text(job, track, DISCORD),
-                             self._result_view(job))
+        try:
+            await followup_track(interaction, job, track,
+                                 render.result_text(job, track, DISCORD), self._result_view(job))
+        except discord.HTTPException as exc:
+            log.info("could not re-send job %d: %s %s", job.id, exc.status, exc.code)
+            await _refuse(interaction, f"I could not post job #{job.id}'s file: "
+                          f"{http_reason(exc)}.")
 
     async def cancel_job(self, interaction: discord.Interaction[Any], job_id: int | None) -> None:
         """``/cancel`` and the Cancel buttons: an ephemeral answer; the status edit follows."""

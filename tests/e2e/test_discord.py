@@ -462,3 +462,16 @@ async def test_a_redelivered_interaction_logs_one_info_line_and_charges_once(
     assert len(repeats) == 1 and repeats[0].levelno == logging.INFO
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE - PRICE_2S}** tokens."
+
+
+async def test_a_refused_resend_tells_the_member_what_to_fix(world: DiscordWorld):
+    it = await world.music("resend me", 2.0)
+    job = job_id_of(await it.wait_message(lambda m: "queued" in m.content))
+    await world.result(job)
+    world.fake.fail_next("POST", r"^/webhooks/\d+/[^/]+$", 413)
+
+    again = await world.fake.slash("track", {"job": job}, user=world.bob, guild=world.studio)
+
+    answer = await again.wait_message(lambda m: m.ephemeral)
+    assert f"I could not post job #{job}'s file" in answer.content
+    assert "too large" in answer.content and "413" not in answer.content
