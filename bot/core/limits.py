@@ -28,8 +28,8 @@ class NumberLimit:
     """What the core uses when the option is left out (None: no value, or chosen at random)."""
 
     def describe(self) -> str:
-        kind = "a whole number" if self.integer else "a number"
-        return f"{kind} from {self.low:g} to {self.high:g}"
+        """``temperature 0.05–5``: the option and its range, as help texts show it."""
+        return f"{self.name} {show(self.low)}–{show(self.high)}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,20 @@ def duration_range(config: Config, model: str | None = None) -> tuple[float, flo
         return limits.min_duration_s, max([limits.max_duration_s,
                                            *limits.model_max_duration_s.values()])
     return limits.min_duration_s, config.max_duration_for(model)
+
+
+def show(bound: float) -> str:
+    """A bound as a member reads it: 1000000000, not 1e+09; 0.05 stays 0.05."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def summary(config: Config) -> str:
+    """One line of every ``/music`` limit, for the help of every frontend."""
+    low, high = duration_range(config)
+    parts = [f"duration {show(low)}–{show(high)} s", f"prompt ≤ {prompt_chars(config)} characters",
+             *(limit.describe() for limit in MUSIC_NUMBERS),
+             f"genre ≤ {GENRE.max_chars} characters", f"format {', '.join(FORMAT_CHOICES)}"]
+    return "Limits: " + " · ".join(parts)
 
 
 def prompt_chars(config: Config) -> int:

@@ -52,9 +52,9 @@ def validate_duration(config: Config, value: Any, model: str) -> float:
     """Seconds of audio, within limits.min_duration_s and the model's maximum, 0.1 s steps."""
     limit = config.max_duration_for(model)
     if value is None or value == "":
-        low = _show(config.limits.min_duration_s)
+        low = table.show(config.limits.min_duration_s)
         raise InvalidRequest("duration", f"say how many seconds of music you want "
-                             f"({low} to {_show(limit)})")
+                             f"({low} to {table.show(limit)})")
     seconds = number("duration", value, config.limits.min_duration_s, limit,
                      unit=" seconds")
     return round(seconds, 1)
@@ -133,7 +133,7 @@ def number(
     Every refusal names the allowed range, so the member knows what to type instead.
     """
     kind = "a whole number" if integer else "a number"
-    allowed = f"{kind} from {_show(low)} to {_show(high)}{unit}"
+    allowed = f"{kind} from {table.show(low)} to {table.show(high)}{unit}"
     if isinstance(value, bool) or value is None:
         raise InvalidRequest(field, f"must be {allowed}")
     if isinstance(value, str):
@@ -147,13 +147,11 @@ def number(
     if integer and (isinstance(value, float) and not value.is_integer()):
         raise InvalidRequest(field, f"must be {allowed}")
     if not low <= value <= high:
-        raise InvalidRequest(field, f"must be between {_show(low)} and {_show(high)}{unit}")
+        between = f"between {table.show(low)} and {table.show(high)}{unit}"
+        raise InvalidRequest(field, f"must be {between}")
     return int(value) if integer else float(value)
 
 
-def _show(bound: float) -> str:
-    """A bound as a member reads it: 1000000000, not 1e+09; 0.05, not 0.050000."""
-    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def price(config: Config, duration: float, model: str, fmt: str = "mp3") -> int:

@@ -231,7 +231,8 @@ class ConsoleFrontend:
 
     async def _cmd_help(self, args: list[str]) -> CommandResult:
         extra = "\nConsole only: /reroll JOB, /extend JOB [SECONDS], /quit."
-        return CommandResult(True, render.HELP_TEXT.replace("**", "") + extra)
+        help_text = render.help_text(self.service.config).replace("**", "")
+        return CommandResult(True, help_text + extra)
 
     def _destination(self) -> Destination:
         return Destination(PLATFORM, COMMUNITY, "terminal", self.actor.user,

@@ -137,7 +137,7 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
 
     @app_commands.command(name="help", description="How to use the music bot")
     async def help_(interaction: Interaction) -> None:
-        await interaction.response.send_message(render.HELP_TEXT, ephemeral=True)
+        await interaction.response.send_message(render.help_text(config), ephemeral=True)
 
     return [music, balance, history, queue, cancel, track, price, help_]
 

@@ -199,6 +199,13 @@ Failed renders are refunded automatically. Same seed gives a similar track, not 
 on other hardware."""
 
 
+def help_text(config: Config) -> str:
+    """:data:`HELP_TEXT` plus the limits of every option, from the core's table."""
+    from bot.core.limits import summary
+
+    return f"{HELP_TEXT}\n{summary(config)}"
+
+
 def to_slack_mrkdwn(text: str) -> str:
     """Convert the shared Markdown (``**bold**``) to Slack mrkdwn (``*bold*``)."""
     return text.replace("**", "*")

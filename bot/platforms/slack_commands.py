@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.limits import summary
 from bot.core.models import Job, JobState
 from bot.platforms import render
 from bot.platforms.slack_blocks import SLACK, escape, mrkdwn
@@ -57,7 +58,8 @@ class CommandRunner:
             case MusicCommand(request=request):
                 await self._music(client, body, request)
             case InfoCommand(name="help"):
-                await self.frontend.reply(client, body, escape(HELP))
+                limits = summary(self.service.config)
+                await self.frontend.reply(client, body, escape(f"{HELP}\n{limits}"))
             case InfoCommand():
                 await self._info(client, body, command)
             case CancelCommand(job_id=job_id):
