@@ -70,10 +70,19 @@ def _parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="one-shot generation to a file (no ledger)")
     gen.add_argument("prompt")
-    gen.add_argument("--duration", "-d", type=float, default=10.0)
+    # Values stay text: bot.core.requests validates them exactly as for chat members.
+    gen.add_argument("--duration", "-d", default="10")
     gen.add_argument("--model", help="override models.default")
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--format", choices=("mp3", "wav", "flac", "ogg"))
+    for flag, what in (("--seed", "same seed, similar track"),
+                       ("--temperature", "randomness of sampling (default 1.0)"),
+                       ("--top-k", "sample from the k likeliest tokens (default 250)"),
+                       ("--top-p", "nucleus sampling, 0 = off"),
+                       ("--cfg", "how closely to follow the prompt (default 3)"),
+                       ("--genre", "genre folded into the prompt"),
+                       ("--tempo", "beats per minute")):
+        gen.add_argument(flag, help=what)
+    gen.add_argument("--format", help="mp3, wav, flac or ogg (default: the -o extension, "
+                     "else audio.format)")
     gen.add_argument("-o", "--output", default=None, help="output file (default: track.FORMAT)")
     gen.set_defaults(handler=cmd_generate)
 
@@ -204,15 +213,21 @@ async def _console(config: Config, commands: list[str], user: str) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, config: Config) -> int:
+    """One track to a file, validated like a member's request (no ledger, no size limit)."""
     from bot.core.models import MusicRequest
     from bot.core.requests import validate_request
-    from generation.audio import make_track
-    from generation.engine import Engine
 
     require_ffmpeg()
     params = validate_request(config, MusicRequest(
-        prompt=args.prompt, duration=args.duration, seed=args.seed, format=args.format))
+        prompt=args.prompt, duration=args.duration, seed=args.seed,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg=args.cfg,
+        genre=args.genre, tempo=args.tempo, format=_output_format(args, config)))
     output = Path(args.output or f"track.{params.format}")
+    # Imported only now: torch takes seconds to import, and bad input should fail at once.
+    from generation.audio import make_track
+    from generation.engine import Engine
+    from generation.errors import GenerationError
+
     engine = Engine.load(config.model_source(params.model), config.generation.device,
                          extend_stride_s=config.generation.extend_stride_s)
     print(f"model {params.model} on {engine.device} (loaded in {engine.load_s:.1f} s)"
@@ -220,13 +235,31 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> int:
     bar = _ProgressBar()
     (audio,) = engine.generate([params], on_progress=bar.update)
     bar.close()
-    track = make_track(audio, 0, params.format, 2**40, config, noise=engine.noise)
+    try:
+        track = make_track(audio, 0, params.format, 2**40, config, noise=engine.noise)
+    except GenerationError as exc:
+        raise UsageError(f"could not encode the {params.format} file: {exc.user_message}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(track.path, output)
     if track.waveform_path:
         os.remove(track.waveform_path)
     print(f"{output} ({track.duration_s:.1f} s, seed {params.seed})")
     return 0
+
+
+def _output_format(args: argparse.Namespace, config: Config) -> str | None:
+    """``--format``, else the ``-o`` extension when it names a format; a clash is an error."""
+    from bot.config import FORMATS
+
+    suffix = Path(args.output).suffix.lower().lstrip(".") if args.output else ""
+    given = args.format.strip().lower() if args.format else None
+    if given and suffix in FORMATS and given != suffix:
+        raise UsageError(f"--format {given} does not match the output file {args.output!r} "
+                         f"(.{suffix}); drop --format or change the file name")
+    if given is None and suffix and suffix not in FORMATS:
+        raise UsageError(f"cannot tell the format from {args.output!r}: end the file name "
+                         f"with .{', .'.join(FORMATS)} or pass --format")
+    return given or suffix or None
 
 
 class _ProgressBar:

@@ -73,6 +73,8 @@ class LimitsConfig:
     max_queue: int = 100
     rate_limit: RateLimit = field(default_factory=RateLimit)
     blocked_words: list[str] = field(default_factory=list)
+    extend_seconds: float = 10.0
+    """Seconds of audio the Extend button adds, on every platform (priced as new audio)."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,8 @@ def load_config(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(str(path), "the top level must be a mapping of settings")
+            raise ConfigError(str(path), "the config file must be a mapping of sections "
+                              f"(like 'economy:' or 'limits:'), not {_kind(loaded)}")
         raw = loaded
         base_dir = str(file.resolve().parent)
     config = _build(Config, raw, "")
@@ -347,6 +350,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
 
 
 def _scalar(hint: Any, value: Any, key: str) -> Any:
+    if hint in (int, float) and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value}")  # .nan, .inf in YAML
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -371,8 +376,9 @@ def _scalar(hint: Any, value: Any, key: str) -> Any:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {bool: "true/false", int: "a number", float: "a number", str: f"text {value!r}",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    return {bool: "true/false", int: f"the number {value}", float: f"the number {value}",
+            str: f"text {value!r}"[:60], list: "a list", dict: "a mapping"}.get(
+                type(value), type(value).__name__)
 
 
 def validate(config: Config) -> None:
@@ -434,9 +440,37 @@ def validate(config: Config) -> None:
         (config.slack.progress_edit_interval_s >= 1, "slack.progress_edit_interval_s",
          "must be at least 1 (Slack rate-limits chat.update)"),
     ]
+    checks += _token_checks(config)
     for ok, key, reason in checks:
         if not ok:
             raise ConfigError(key, reason)
+
+
+def _token_checks(config: Config) -> list[tuple[bool, str, str]]:
+    """Every token amount must fit the ledger's balance cap, or it could never be paid."""
+    from bot.core.ledger import MAX_BALANCE  # late: the core imports this module
+
+    cap = f"must be at most {MAX_BALANCE} (the largest balance the ledger holds)"
+    economy, limits = config.economy, config.limits
+    amounts = [
+        (economy.starting_balance, "economy.starting_balance"),
+        (economy.daily_allowance, "economy.daily_allowance"),
+        (economy.allowance_cap, "economy.allowance_cap"),
+        (config.pricing.default.minimum, "pricing.default.minimum"),
+        *((p.minimum, f"pricing.models.{name}.minimum")
+          for name, p in config.pricing.models.items()),
+    ]
+    checks = [(amount <= MAX_BALANCE, key, cap) for amount, key in amounts]
+    longest = max([limits.max_duration_s, *limits.model_max_duration_s.values()])
+    checks.append((
+        config.pricing.default.per_second * longest * config.pricing.lossless_multiplier
+        <= MAX_BALANCE, "pricing.default.per_second",
+        f"prices the longest track above {MAX_BALANCE} tokens (the ledger's balance cap)"))
+    checks.append((
+        limits.min_duration_s <= limits.extend_seconds <= limits.max_duration_s,
+        "limits.extend_seconds", "must be between limits.min_duration_s and "
+        "limits.max_duration_s"))
+    return checks
 
 
 def _valid_device(device: str) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from pydub import AudioSegment
+from pydub.exceptions import CouldntEncodeError
 
 from bot.config import AudioConfig, Config
 from bot.core.models import Track
@@ -121,22 +122,55 @@ def encode(audio: Audio, fmt: str, upload_limit: int, bitrate_kbps: int = 192) -
                 "limit here. Ask for mp3 instead (or a shorter track)."
             )
         return data, 0
+    tried: list[int] = []
     for kbps in _bitrates_to_try(audio.duration_s, upload_limit, bitrate_kbps):
-        data = _export(segment, fmt, kbps)
+        data = _export_or_none(segment, fmt, kbps)
+        if data is None:
+            continue  # this encoder does not offer that rate for this layout; go lower
+        tried.append(kbps)
         if len(data) <= upload_limit:
             return data, kbps
+    if not tried:
+        raise GenerationError(f"The {fmt} encoder refused every bitrate for this track.")
     raise TrackTooLarge(
-        f"Even at 32 kbps a {audio.duration_s:.0f} s track is over the {_mib(upload_limit)} "
-        "upload limit here. Ask for a shorter track."
+        f"Even at {tried[-1]} kbps a {audio.duration_s:.0f} s track is over the "
+        f"{_mib(upload_limit)} upload limit here. Ask for a shorter track."
     )
 
 
+_REFUSED: set[tuple[str, int, int, int]] = set()
+"""(format, channels, sample rate, kbps) an encoder refused: not asked again this process."""
+
+
+def _export_or_none(segment: AudioSegment, fmt: str, kbps: int) -> bytes | None:
+    """Encode at ``kbps``, or None when the encoder has no such rate for this layout.
+
+    libvorbis' managed bitrates depend on channels and sample rate: mono 32 kHz (every
+    MusicGen model) tops out at 160 kbps, stereo 32 kHz starts at 40 kbps.
+    """
+    key = (fmt, segment.channels, segment.frame_rate, kbps)
+    if key in _REFUSED:
+        return None
+    try:
+        return _export(segment, fmt, kbps)
+    except CouldntEncodeError:
+        log.debug("%s refuses %d kbps for %d ch at %d Hz", fmt, kbps, segment.channels,
+                  segment.frame_rate)
+        _REFUSED.add(key)
+        return None
+
+
 def _bitrates_to_try(duration_s: float, limit: int, preferred: int) -> list[int]:
-    """Standard bitrates <= ``preferred``, skipping those that clearly cannot fit."""
+    """Standard bitrates <= ``preferred``, skipping those that clearly cannot fit.
+
+    A rate the encoder refuses is skipped by the caller, so the lower rates all stay listed
+    (a fitting rate is tried before any lower one).
+    """
     rates = [r for r in MP3_BITRATES if r <= preferred] or [MP3_BITRATES[-1]]
     fitting = [r for r in rates if r * 125 * duration_s * 1.02 + 4096 <= limit]
-    # Always try at least the lowest rate, so a near miss is measured, not guessed.
-    return fitting or rates[-1:]
+    # Always try the lowest few rates, so a near miss is measured, not guessed, and an
+    # encoder whose floor is above 32 kbps (stereo Vorbis) still gets a rate it accepts.
+    return sorted(set(fitting) | set(rates[-3:]), reverse=True)
 
 
 def _export(segment: AudioSegment, fmt: str, kbps: int | None) -> bytes:

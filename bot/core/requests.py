@@ -14,12 +14,13 @@ import unicodedata
 from typing import Any
 
 from bot.config import FORMATS, Config
+from bot.core import limits as table
 from bot.core.errors import InvalidRequest
-from bot.core.ledger import MAX_BALANCE
+from bot.core.limits import NumberLimit
 from bot.core.models import GenerationParams, MusicRequest
 
-MAX_SEED = 2**32 - 1
-MAX_JOB_ID = 2**63 - 1
+MAX_SEED = int(table.SEED.high)
+MAX_JOB_ID = int(table.JOB.high)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 
 
@@ -34,25 +35,26 @@ def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
         prompt=prompt,
         duration=validate_duration(config, request.duration, model),
         model=model,
-        seed=(number("seed", request.seed, 0, MAX_SEED, integer=True) if seed_given
-              else secrets.randbelow(2**31)),
+        seed=(limited(table.SEED, request.seed) if seed_given else secrets.randbelow(2**31)),
         seed_given=seed_given,
-        temperature=_optional(request.temperature, 1.0,
-                              lambda v: number("temperature", v, 0.05, 5.0)),
-        top_k=_optional(request.top_k, 250, lambda v: number("top_k", v, 0, 2048, integer=True)),
-        top_p=_optional(request.top_p, 0.0, lambda v: number("top_p", v, 0.0, 1.0)),
-        cfg_coef=_optional(request.cfg, 3.0, lambda v: number("cfg", v, 0.0, 20.0)),
-        genre=validate_text(config, "genre", request.genre, 40) if request.genre else "",
-        tempo=_optional(request.tempo, None, lambda v: number("tempo", v, 20, 300, integer=True)),
+        temperature=optional(table.TEMPERATURE, request.temperature),
+        top_k=optional(table.TOP_K, request.top_k),
+        top_p=optional(table.TOP_P, request.top_p),
+        cfg_coef=optional(table.CFG, request.cfg),
+        genre=(validate_text(config, "genre", request.genre, table.GENRE.max_chars)
+               if request.genre else ""),
+        tempo=optional(table.TEMPO, request.tempo),
         format=validate_format(request.format, config.audio.format),
     )
 
 
 def validate_duration(config: Config, value: Any, model: str) -> float:
     """Seconds of audio, within limits.min_duration_s and the model's maximum, 0.1 s steps."""
-    if value is None or value == "":
-        raise InvalidRequest("duration", "say how many seconds of music you want")
     limit = config.max_duration_for(model)
+    if value is None or value == "":
+        low = table.show(config.limits.min_duration_s)
+        raise InvalidRequest("duration", f"say how many seconds of music you want "
+                             f"({low} to {table.show(limit)})")
     seconds = number("duration", value, config.limits.min_duration_s, limit,
                      unit=" seconds")
     return round(seconds, 1)
@@ -78,7 +80,7 @@ def validate_format(value: Any, default: str) -> str:
 def validate_text(config: Config, field: str, value: Any, max_chars: int) -> str:
     """Trimmed text without control characters, at most ``max_chars``, no blocked words."""
     if not isinstance(value, str):
-        raise InvalidRequest(field, "must be text")
+        raise InvalidRequest(field, f"must be text of at most {max_chars} characters")
     text = " ".join(value.split())  # collapse whitespace, including newlines and tabs
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") for ch in text):
         raise InvalidRequest(field, "contains control or invisible characters")
@@ -93,48 +95,63 @@ def validate_text(config: Config, field: str, value: Any, max_chars: int) -> str
 
 def validate_amount(value: Any, *, allow_zero: bool = False) -> int:
     """A whole number of tokens: 1..MAX_BALANCE (0 allowed for ``set``)."""
-    return number("amount", value, 0 if allow_zero else 1, MAX_BALANCE, integer=True)
+    return limited(table.BALANCE if allow_zero else table.AMOUNT, value)
 
 
 def validate_job_id(value: Any) -> int:
     if isinstance(value, str):
         value = value.strip().lstrip("#")
-    return number("job", value, 1, MAX_JOB_ID, integer=True)
+    return limited(table.JOB, value)
+
+
+def limited(limit: NumberLimit, value: Any) -> Any:
+    """``value`` checked against one row of the limits table (see :func:`number`)."""
+    return number(limit.name, value, limit.low, limit.high, integer=limit.integer)
+
+
+def optional(limit: NumberLimit, value: Any) -> Any:
+    """Like :func:`limited`, but a missing value (None or "") gives the table's default."""
+    return limit.default if value is None or value == "" else limited(limit, value)
 
 
 def validate_user_id(field: str, value: Any) -> str:
     """A platform user id: short, printable, no spaces (Discord snowflake, Slack U123...)."""
+    reason = "is not a user id (at most 64 letters, digits or _.:@- characters)"
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise InvalidRequest(field, "is not a user id")
+        raise InvalidRequest(field, reason)
     text = str(value).strip()
     if not _ID_PATTERN.match(text):
-        raise InvalidRequest(field, "is not a user id")
+        raise InvalidRequest(field, reason)
     return text
 
 
 def number(
     field: str, value: Any, low: float, high: float, *, integer: bool = False, unit: str = ""
 ) -> Any:
-    """Parse ``value`` as a finite number within [low, high]; reject bools, NaN, inf, junk."""
+    """Parse ``value`` as a finite number within [low, high]; reject bools, NaN, inf, junk.
+
+    Every refusal names the allowed range, so the member knows what to type instead.
+    """
+    kind = "a whole number" if integer else "a number"
+    allowed = f"{kind} from {table.show(low)} to {table.show(high)}{unit}"
     if isinstance(value, bool) or value is None:
-        raise InvalidRequest(field, "must be a number")
+        raise InvalidRequest(field, f"must be {allowed}")
     if isinstance(value, str):
         text = value.strip().lower().removesuffix("s").strip() if unit else value.strip()
         try:
             value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
         except ValueError:
-            raise InvalidRequest(field, f"{value[:20]!r} is not a number") from None
+            raise InvalidRequest(field, f"{value[:20]!r} is not a number; use {allowed}") from None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequest(field, "must be a finite number")
+        raise InvalidRequest(field, f"must be a finite number; use {allowed}")
     if integer and (isinstance(value, float) and not value.is_integer()):
-        raise InvalidRequest(field, "must be a whole number")
+        raise InvalidRequest(field, f"must be {allowed}")
     if not low <= value <= high:
-        raise InvalidRequest(field, f"must be between {low:g} and {high:g}{unit}")
+        between = f"between {table.show(low)} and {table.show(high)}{unit}"
+        raise InvalidRequest(field, f"must be {between}")
     return int(value) if integer else float(value)
 
 
-def _optional(value: Any, default: Any, parse: Any) -> Any:
-    return default if value is None or value == "" else parse(value)
 
 
 def price(config: Config, duration: float, model: str, fmt: str = "mp3") -> int:

@@ -9,8 +9,12 @@ credentials are configured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +22,28 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.core.errors import InvalidRequest, MusicBotError
-from bot.core.models import Actor, Destination, EventKind, Job, JobEvent, MusicRequest, Track
+from bot.core.models import (
+    Actor,
+    Destination,
+    EventKind,
+    Job,
+    JobEvent,
+    MusicRequest,
+    Receipt,
+    Track,
+)
+from bot.core.requests import validate_duration, validate_model
 from bot.core.service import MusicService
 from bot.platforms import render
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "console"
 COMMUNITY = "local"
 MUSIC_OPTIONS = {f.lower() for f in MusicRequest.__dataclass_fields__} | {"top-k", "top-p"}
+PRICE_OPTIONS = {"duration", "model", "format"}
+CRASH_TEXT = ("Something went wrong running that command (details in the log at DEBUG level). "
+              "Nothing was charged for it unless a job number was shown.")
 
 
 @dataclass
@@ -86,7 +105,11 @@ class ConsoleFrontend:
     # ---------------------------------------------------------------- commands
 
     async def execute(self, line: str) -> CommandResult:
-        """Run one command line; MusicBotError becomes a failed result with its message."""
+        """Run one command line; never raises (a script or the REPL must survive any input).
+
+        MusicBotError becomes a failed result with its message; anything else is a bug, kept
+        in the log at DEBUG with its traceback while the user gets one sentence.
+        """
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -94,13 +117,16 @@ class ConsoleFrontend:
         if not words:
             return CommandResult(True, "")
         name, args = words[0].lstrip("/").lower(), words[1:]
-        handler = getattr(self, f"_cmd_{name}", None)
+        handler = getattr(self, f"_cmd_{name}", None) if name.isidentifier() else None
         if handler is None:
-            return CommandResult(False, f"Unknown command /{name}. Try /help.")
+            return CommandResult(False, f"Unknown command /{name[:40]}. Try /help.")
         try:
             return await handler(args)
         except MusicBotError as exc:
             return CommandResult(False, exc.user_message)
+        except Exception:
+            log.debug("console command %r failed", line, exc_info=True)
+            return CommandResult(False, CRASH_TEXT)
 
     async def wait_for(self, job_id: int, timeout: float | None = None) -> bool:
         """Wait until a job is delivered (True) or failed (False)."""
@@ -124,8 +150,9 @@ class ConsoleFrontend:
     async def interactive(self) -> None:
         """Read commands from stdin until EOF or /quit; jobs keep running in the background."""
         self._print("musicbot console — /help for commands, /quit to leave.")
+        stdin = _StdinLines()
         while True:
-            line = await asyncio.to_thread(_read_line)
+            line = await stdin.readline("musicbot> ", self._out)
             if line is None or line.strip() in ("/quit", "/exit"):
                 return
             result = await self.execute(line)
@@ -133,26 +160,33 @@ class ConsoleFrontend:
                 self._print(result.text.replace("**", ""))
 
     async def _cmd_music(self, args: list[str]) -> CommandResult:
-        options = _options(args, positional="prompt")
-        unknown = set(options) - MUSIC_OPTIONS
-        if unknown:
-            raise InvalidRequest("option", f"unknown option {sorted(unknown)[0]!r}")
+        options = _options(args, positional="prompt", known=MUSIC_OPTIONS, command="music")
+        if not options.get("prompt", "").strip():
+            raise InvalidRequest("prompt", 'describe the music, e.g. /music prompt:"lofi hip '
+                                 'hop" duration:10')
         request = MusicRequest(**{k.replace("-", "_"): v for k, v in options.items()})
         receipt = await self.service.request_music(
             self.actor, request, self._destination(), self._request_id())
-        self._watches.setdefault(receipt.job.id, _JobWatch())
-        return CommandResult(True, render.receipt_text(receipt), receipt.job.id)
+        return self._queued(receipt)
 
     async def _cmd_reroll(self, args: list[str]) -> CommandResult:
         receipt = await self.service.reroll(self.actor, _first(args, "job"), self._destination(),
                                             self._request_id())
-        return CommandResult(True, render.receipt_text(receipt), receipt.job.id)
+        return self._queued(receipt)
 
     async def _cmd_extend(self, args: list[str]) -> CommandResult:
-        seconds = args[1] if len(args) > 1 else 10
+        seconds = args[1] if len(args) > 1 else self.service.config.limits.extend_seconds
         receipt = await self.service.extend(self.actor, _first(args, "job"), seconds,
                                             self._destination(), self._request_id())
-        return CommandResult(True, render.receipt_text(receipt), receipt.job.id)
+        return self._queued(receipt)
+
+    def _queued(self, receipt: Receipt) -> CommandResult:
+        """The receipt and, since only the operator reads this terminal, the balance too."""
+        self._watches.setdefault(receipt.job.id, _JobWatch())
+        text = render.receipt_text(receipt)
+        if not receipt.duplicate:
+            text += "\n" + render.charged_text(receipt)
+        return CommandResult(True, text, receipt.job.id)
 
     async def _cmd_track(self, args: list[str]) -> CommandResult:
         job, track = await self.service.stored_track(self.actor, _first(args, "job"))
@@ -175,10 +209,12 @@ class ConsoleFrontend:
         return CommandResult(True, f"Cancel requested for job #{job.id} ({job.state.value}).")
 
     async def _cmd_price(self, args: list[str]) -> CommandResult:
-        options = _options(args, positional="duration")
-        model = options.get("model") or self.service.config.models.default
+        options = _options(args, positional="duration", known=PRICE_OPTIONS, command="price")
+        config = self.service.config
+        model = validate_model(config, options.get("model"))
         cost = self.service.price(options.get("duration"), model, options.get("format"))
-        return CommandResult(True, render.price_text(cost, float(options["duration"]), model))
+        seconds = validate_duration(config, options.get("duration"), model)
+        return CommandResult(True, render.price_text(cost, seconds, model))
 
     async def _cmd_tokens(self, args: list[str]) -> CommandResult:
         if not args:
@@ -196,7 +232,8 @@ class ConsoleFrontend:
 
     async def _cmd_help(self, args: list[str]) -> CommandResult:
         extra = "\nConsole only: /reroll JOB, /extend JOB [SECONDS], /quit."
-        return CommandResult(True, render.HELP_TEXT.replace("**", "") + extra)
+        help_text = render.help_text(self.service.config).replace("**", "")
+        return CommandResult(True, help_text + extra)
 
     def _destination(self) -> Destination:
         return Destination(PLATFORM, COMMUNITY, "terminal", self.actor.user,
@@ -210,19 +247,31 @@ class ConsoleFrontend:
         print(text, file=self._out, flush=True)
 
 
-def _options(args: list[str], positional: str) -> dict[str, str]:
-    """Parse ``key:value`` words (Discord style); bare words form the positional option."""
+def _options(args: list[str], positional: str, known: set[str],
+             command: str) -> dict[str, str]:
+    """Parse ``key:value`` words (Discord style); bare words form the positional option.
+
+    Raises:
+        InvalidRequest: an option ``command`` does not have, one given twice, or stray words
+            next to an explicit positional option.
+    """
     options: dict[str, str] = {}
     bare: list[str] = []
     for word in args:
         key, sep, value = word.partition(":")
-        if sep and key and key.replace("_", "").replace("-", "").isalnum():
-            options[key.lower()] = value
-        else:
+        if not (sep and key and key.replace("_", "").replace("-", "").isalnum()):
             bare.append(word)
+            continue
+        name = key.lower()
+        if name not in known:
+            raise InvalidRequest(name[:30], f"is not an option of /{command} (options: "
+                                 f"{', '.join(sorted(known))})")
+        if name in options:
+            raise InvalidRequest(name, "was given twice")
+        options[name] = value
     if bare:
         if positional in options:
-            raise InvalidRequest("command", f"unexpected text {' '.join(bare)!r}")
+            raise InvalidRequest(positional, f"given twice (stray text {' '.join(bare)[:40]!r})")
         options[positional] = " ".join(bare)
     return options
 
@@ -233,8 +282,56 @@ def _first(args: list[str], name: str) -> str:
     return args[0]
 
 
-def _read_line() -> str | None:
+class _StdinLines:
+    """Lines from stdin without blocking the event loop or a thread that outlives it.
+
+    ``asyncio.to_thread(input)`` kept ``musicbot run`` alive after SIGTERM: asyncio.run
+    waits for its executor's threads at exit, and that one sits in ``input()`` until a line
+    comes. Watching the file descriptor with the loop's reader leaves nothing behind; where
+    the loop cannot watch stdin (a regular file, Windows) a daemon thread reads instead.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._eof = False
+
+    async def readline(self, prompt: str, out: TextIO) -> str | None:
+        """The next line without its newline, or None at end of input."""
+        print(prompt, end="", file=out, flush=True)
+        loop = asyncio.get_running_loop()
+        try:
+            fd = sys.stdin.fileno()
+            while b"\n" not in self._buffer and not self._eof:
+                await _readable(loop, fd)
+                chunk = os.read(fd, 65536)
+                self._eof = not chunk
+                self._buffer += chunk
+        except (OSError, ValueError, NotImplementedError):
+            return await _line_in_daemon_thread(loop)
+        if not self._buffer:
+            return None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode(errors="replace").rstrip("\r")
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
     try:
-        return input("musicbot> ")
-    except EOFError:
-        return None
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _line_in_daemon_thread(loop: asyncio.AbstractEventLoop) -> str | None:
+    future: asyncio.Future[str | None] = loop.create_future()
+
+    def read() -> None:
+        line = sys.stdin.readline()
+        result = line.rstrip("\r\n") if line else None
+        # RuntimeError: the loop is gone, so nobody is waiting for this line any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+
+    threading.Thread(target=read, name="console-stdin", daemon=True).start()
+    return await future

@@ -33,10 +33,17 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
-from bot.platforms import render
+from bot.platforms import log_redaction, render
 from bot.platforms.discord_buttons import DYNAMIC_ITEMS, result_view, send_ephemeral, status_view
 from bot.platforms.discord_commands import build_commands
-from bot.platforms.discord_send import Sender, followup_track
+from bot.platforms.discord_send import (
+    DISCORD,
+    NO_PINGS,
+    Sender,
+    already_acknowledged,
+    followup_track,
+    http_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +65,9 @@ class MusicClient(discord.Client):
         # Only the non-privileged Guilds intent: it brings role names (for admin_role).
         intents = discord.Intents.none()
         intents.guilds = True
-        mentions = discord.AllowedMentions(everyone=False, roles=False, users=True)
-        super().__init__(intents=intents, allowed_mentions=mentions, **options)
+        # Nothing pings by default; the one deliberate ping (channel fallback delivery of the
+        # member's own track) opts in per message.
+        super().__init__(intents=intents, allowed_mentions=NO_PINGS, **options)
         self.frontend = frontend
         self.tree = app_commands.CommandTree(self)
         self.tree.error(frontend.on_tree_error)
@@ -94,6 +102,8 @@ class DiscordFrontend:
         """Latest event of a job whose status message is not posted yet."""
         self._last_edit: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._undelivered: set[int] = set()
+        """Jobs whose upload failed here: a later failure is a delivery failure."""
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -117,6 +127,7 @@ class DiscordFrontend:
         if token is None:
             raise ConfigError("DISCORD_TOKEN", "is not set (see docs/discord.md)")
         _redact_discord_logs()
+        log_redaction.install()  # stored destinations carry interaction tokens
         self._client = MusicClient(self, **self._client_options)
         try:
             await self._client.login(token.reveal())
@@ -199,7 +210,8 @@ class DiscordFrontend:
         """Defer, queue through ``submit``, and turn the deferred reply into the status message.
 
         Errors of the core replace the public "thinking…" message by an ephemeral one, so
-        nothing about a refused request is shown to the channel.
+        nothing about a refused request is shown to the channel. The public receipt has no
+        balance; the member's balance follows in an ephemeral message only they see.
         """
         await interaction.response.defer(thinking=True)
         try:
@@ -213,13 +225,15 @@ class DiscordFrontend:
         async with self._lock(job.id):
             try:
                 message = await interaction.edit_original_response(
-                    content=render.receipt_text(receipt), view=view)
+                    content=render.receipt_text(receipt, DISCORD), view=view,
+                    allowed_mentions=NO_PINGS)
             except discord.HTTPException as exc:
                 # The job is queued and paid: it is still delivered, just without progress.
                 log.warning("could not post the status of job %d: %s", job.id, exc.status)
                 return
             if receipt.duplicate:
                 return
+            await _tell_privately(interaction, render.charged_text(receipt))
             self._refs[job.id] = message.id
             self._last_edit[job.id] = self.clock()
             await self.service.set_status_ref(job.id, str(message.id))
@@ -253,8 +267,8 @@ class DiscordFrontend:
     async def _show(self, event: JobEvent, message_id: int) -> None:
         self._last_edit[event.job.id] = self.clock()
         view = None if event.kind in TERMINAL_EVENTS else status_view(event.job.id)
-        await self._sender().edit(event.job.destination, message_id,
-                                  render.event_text(event), view)
+        text = render.event_text(event, DISCORD, at_delivery=event.job.id in self._undelivered)
+        await self._sender().edit(event.job.destination, message_id, text, view)
 
     async def deliver(self, job: Job, track: Track) -> None:
         """Upload the track (and waveform) with Re-roll / Extend / Cancel buttons.
@@ -262,14 +276,22 @@ class DiscordFrontend:
         Raises:
             DeliveryError: the file does not fit or Discord refused it (retryable on 429/5xx).
         """
+        try:
+            await self._upload(job, track)
+        except Exception:
+            self._undelivered.add(job.id)
+            raise
+        self._undelivered.discard(job.id)  # a retry got through
+
+    async def _upload(self, job: Job, track: Track) -> None:
         if not self.running:
             raise DeliveryError("the Discord connection is not running")
         limit = job.destination.upload_limit
         if track.size_bytes > limit:
-            raise DeliveryError(f"the file ({track.size_bytes} bytes) is over this channel's "
-                                f"upload limit ({limit} bytes)", retryable=False)
-        await self._sender().deliver(job, track, render.result_text(job, track),
-                                     result_view(job.id))
+            raise DeliveryError(f"the file ({_mib(track.size_bytes)}) is over this channel's "
+                                f"upload limit ({_mib(limit)})", retryable=False)
+        await self._sender().deliver(job, track, render.result_text(job, track, DISCORD),
+                                     self._result_view(job))
 
     async def send_stored_track(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """``/track``: upload a finished job's stored file again, publicly, with its buttons.
@@ -288,8 +310,13 @@ class DiscordFrontend:
             await _refuse(interaction, f"Job #{job.id}'s file ({_mib(track.size_bytes)}) is "
                           f"over this channel's upload limit ({_mib(limit)}).")
             return
-        await followup_track(interaction, job, track, render.result_text(job, track),
-                             result_view(job.id))
+        try:
+            await followup_track(interaction, job, track,
+                                 render.result_text(job, track, DISCORD), self._result_view(job))
+        except discord.HTTPException as exc:
+            log.info("could not re-send job %d: %s %s", job.id, exc.status, exc.code)
+            await _refuse(interaction, f"I could not post job #{job.id}'s file: "
+                          f"{http_reason(exc)}.")
 
     async def cancel_job(self, interaction: discord.Interaction[Any], job_id: int | None) -> None:
         """``/cancel`` and the Cancel buttons: an ephemeral answer; the status edit follows."""
@@ -301,12 +328,16 @@ class DiscordFrontend:
             text = f"Stopping job #{job.id}… its tokens come back as soon as it stops."
         await interaction.followup.send(text, ephemeral=True)
 
+    def _result_view(self, job: Job) -> discord.ui.View:
+        return result_view(job.id, render.extend_label(self.config, job))
+
     def _lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())
 
     def _forget(self, job_id: int) -> None:
         for table in (self._refs, self._unshown, self._last_edit, self._locks):
             table.pop(job_id, None)
+        self._undelivered.discard(job_id)
 
     # ------------------------------------------------------------------ errors
     async def on_tree_error(
@@ -314,7 +345,11 @@ class DiscordFrontend:
     ) -> None:
         """Last resort for command errors: member-facing messages for ours, a log for the rest."""
         original = getattr(error, "original", error)
-        if isinstance(original, MusicBotError):
+        if already_acknowledged(original):
+            # A re-delivered interaction another handler (or process) already answered.
+            log.info("interaction %s was already acknowledged; ignoring the repeat",
+                     interaction.id)
+        elif isinstance(original, MusicBotError):
             await send_ephemeral(interaction, original.user_message)
         elif isinstance(error, app_commands.NoPrivateMessage):
             await send_ephemeral(interaction, "This command works only in a server.")
@@ -347,6 +382,14 @@ def _redact_discord_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactTokens) for f in logger.filters):
             logger.addFilter(_RedactTokens())
+
+
+async def _tell_privately(interaction: discord.Interaction[Any], text: str) -> None:
+    """An ephemeral follow-up; a failure only costs the member this note, not the job."""
+    try:
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not send a private note: %s", exc.status)
 
 
 async def _refuse(interaction: discord.Interaction[Any], text: str) -> None:

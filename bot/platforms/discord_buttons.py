@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.core.errors import MusicBotError
+from bot.platforms.discord_send import already_acknowledged
 
 if TYPE_CHECKING:
     from bot.platforms.discord_bot import DiscordFrontend
 
 log = logging.getLogger(__name__)
 
-EXTEND_SECONDS = 10
-"""How much audio the Extend button adds."""
 PREFIX = "musicbot"
 
 
@@ -37,8 +36,8 @@ class _JobButton:
     style = discord.ButtonStyle.secondary
 
     @classmethod
-    def button(cls, job_id: int) -> discord.ui.Button[Any]:
-        return discord.ui.Button(label=cls.label, style=cls.style,
+    def button(cls, job_id: int, label: str | None = None) -> discord.ui.Button[Any]:
+        return discord.ui.Button(label=label or cls.label, style=cls.style,
                                  custom_id=f"{PREFIX}:{cls.action}:{job_id}")
 
     @classmethod
@@ -52,7 +51,11 @@ class _JobButton:
             await self.run(interaction, _frontend(interaction))
         except MusicBotError as err:
             await send_ephemeral(interaction, err.user_message)
-        except Exception:
+        except Exception as exc:
+            if already_acknowledged(exc):
+                log.info("the %s click %s was already acknowledged; ignoring the repeat",
+                         self.action, interaction.id)
+                return
             log.exception("the %s button failed", self.action)
             await send_ephemeral(interaction, "Something went wrong on our side. Please try "
                                  "again in a moment.")
@@ -79,18 +82,23 @@ class RerollButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
 
 class ExtendButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
                    template=rf"{PREFIX}:extend:(?P<job>[0-9]+)"):
-    """Continue the finished track by :data:`EXTEND_SECONDS` (charged as new audio)."""
+    """Continue the finished track by ``limits.extend_seconds`` (charged as new audio).
 
-    action, label = "extend", f"⏩ Extend +{EXTEND_SECONDS} s"
+    The label (seconds and price) is rendered when the track is posted; a click is matched
+    by custom_id alone, so the label a restored button carries does not matter.
+    """
 
-    def __init__(self, job_id: int) -> None:
-        super().__init__(self.button(job_id))
+    action, label = "extend", "⏩ Extend"
+
+    def __init__(self, job_id: int, label: str | None = None) -> None:
+        super().__init__(self.button(job_id, label))
         self.job_id = job_id
 
     async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
         service = frontend.service
+        seconds = frontend.config.limits.extend_seconds
         await frontend.start_job(interaction, lambda actor, dest, key: service.extend(
-            actor, self.job_id, EXTEND_SECONDS, dest, key))
+            actor, self.job_id, seconds, dest, key))
 
 
 class CancelButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
@@ -117,10 +125,11 @@ def status_view(job_id: int) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: int) -> discord.ui.View:
-    """Buttons on a delivered track."""
+def result_view(job_id: int, extend_label: str) -> discord.ui.View:
+    """Buttons on a delivered track; ``extend_label`` from :func:`render.extend_label`."""
     view = discord.ui.View(timeout=None)
-    for item in (RerollButton(job_id), ExtendButton(job_id), CancelButton(job_id)):
+    for item in (RerollButton(job_id), ExtendButton(job_id, extend_label),
+                 CancelButton(job_id)):
         view.add_item(item)
     return view
 

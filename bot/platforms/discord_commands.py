@@ -1,10 +1,12 @@
 """Slash commands: ``/music``, ``/balance``, ``/history``, ``/queue``, ``/cancel``, ``/track``,
 ``/price``, ``/help`` and the admin group ``/tokens``.
 
-Each command's annotations are its option schema (ranges from the config, choices, model
-autocomplete). Handlers parse, call the core and render; a core error becomes an ephemeral
-message through the tree's error handler. No ``from __future__ import annotations`` here:
-discord.py reads these annotations at runtime, including ranges built from the config.
+Each command's annotations are its option schema: ranges and choices generated from the
+core's limits table (:mod:`bot.core.limits`) and the config, plus model autocomplete, so
+Discord refuses exactly what the core would. Handlers parse, call the core and render; a
+core error becomes an ephemeral message through the tree's error handler. No ``from
+__future__ import annotations`` here: discord.py reads these annotations at runtime,
+including ranges built from the config.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -12,16 +14,24 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bot.config import FORMATS
+from bot.core import limits as table
+from bot.core.limits import NumberLimit
 from bot.core.models import MusicRequest
 from bot.platforms import render
+from bot.platforms.discord_send import DISCORD
 
 if TYPE_CHECKING:
     from bot.platforms.discord_bot import DiscordFrontend
 
 Interaction = discord.Interaction[Any]
-MAX_TOKENS = 1_000_000_000
-SEED_MAX = 2**31 - 1
+MAX_TOKENS = int(table.AMOUNT.high)
+
+
+def option_range(limit: NumberLimit) -> Any:
+    """The ``app_commands.Range`` Discord enforces for one row of the limits table."""
+    kind = int if limit.integer else float
+    low, high = (int(limit.low), int(limit.high)) if limit.integer else (limit.low, limit.high)
+    return app_commands.Range[kind, low, high]  # type: ignore[valid-type]
 
 
 def build_commands(frontend: "DiscordFrontend") -> list[app_commands.Command | app_commands.Group]:
@@ -49,11 +59,13 @@ async def _defer(interaction: Interaction) -> None:
 
 def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
     config, service = frontend.config, frontend.service
-    limits = config.limits
-    longest = max([limits.max_duration_s, *limits.model_max_duration_s.values()])
-    Duration = app_commands.Range[float, limits.min_duration_s, longest]
-    Prompt = app_commands.Range[str, 1, limits.max_prompt_chars]
-    format_choices = [app_commands.Choice(name=f, value=f) for f in FORMATS]
+    shortest, longest = table.duration_range(config)
+    Duration = app_commands.Range[float, shortest, longest]
+    Prompt = app_commands.Range[str, 1, table.prompt_chars(config)]
+    Seed, Temperature, TopK, TopP, Cfg, Tempo = (option_range(n) for n in table.MUSIC_NUMBERS)
+    Genre = app_commands.Range[str, 1, table.GENRE.max_chars]
+    format_choices = [app_commands.Choice(name=f, value=f) for f in table.FORMAT_CHOICES]
+    JobId = app_commands.Range[int, int(table.JOB.low)]  # above 2**53 Discord cannot send
 
     async def model_names(interaction: Interaction, current: str) -> list[app_commands.Choice]:
         # Only loaded models can be requested; offer those when the app has loaded any.
@@ -73,13 +85,9 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
     @app_commands.autocomplete(model=model_names)
     async def music(
         interaction: Interaction, prompt: Prompt, duration: Duration, model: str | None = None,
-        seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
-        temperature: app_commands.Range[float, 0.05, 3.0] | None = None,
-        top_k: app_commands.Range[int, 0, 2048] | None = None,
-        top_p: app_commands.Range[float, 0.0, 1.0] | None = None,
-        cfg: app_commands.Range[float, 0.0, 20.0] | None = None,
-        genre: app_commands.Range[str, 1, 60] | None = None,
-        tempo: app_commands.Range[int, 20, 300] | None = None, format: str | None = None,
+        seed: Seed | None = None, temperature: Temperature | None = None,
+        top_k: TopK | None = None, top_p: TopP | None = None, cfg: Cfg | None = None,
+        genre: Genre | None = None, tempo: Tempo | None = None, format: str | None = None,
     ) -> None:
         request = MusicRequest(prompt=prompt, duration=duration, model=model, seed=seed,
                                temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg,
@@ -100,7 +108,7 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
     async def history(interaction: Interaction) -> None:
         await _defer(interaction)
         jobs = await service.history(frontend.actor(interaction))
-        await _reply(interaction, render.history_text(jobs))
+        await _reply(interaction, render.history_text(jobs, DISCORD))
 
     @app_commands.command(name="queue", description="What is waiting to be generated")
     async def queue(interaction: Interaction) -> None:
@@ -110,14 +118,12 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
 
     @app_commands.command(name="cancel", description="Stop a queued or running job (refunded)")
     @app_commands.describe(job="Job number (default: your newest active job)")
-    async def cancel(
-        interaction: Interaction, job: app_commands.Range[int, 1] | None = None
-    ) -> None:
+    async def cancel(interaction: Interaction, job: JobId | None = None) -> None:
         await frontend.cancel_job(interaction, job)
 
     @app_commands.command(name="track", description="Send a finished track again")
     @app_commands.describe(job="Job number (see /history)")
-    async def track(interaction: Interaction, job: app_commands.Range[int, 1]) -> None:
+    async def track(interaction: Interaction, job: JobId) -> None:
         await frontend.send_stored_track(interaction, job)
 
     @app_commands.command(name="price", description="What a track would cost")
@@ -131,7 +137,7 @@ def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
 
     @app_commands.command(name="help", description="How to use the music bot")
     async def help_(interaction: Interaction) -> None:
-        await interaction.response.send_message(render.HELP_TEXT, ephemeral=True)
+        await interaction.response.send_message(render.help_text(config), ephemeral=True)
 
     return [music, balance, history, queue, cancel, track, price, help_]
 
@@ -142,8 +148,8 @@ def _tokens_group(frontend: "DiscordFrontend") -> app_commands.Group:
     group = app_commands.Group(
         name="tokens", description="Manage members' tokens (admins)", guild_only=True,
         default_permissions=discord.Permissions(manage_guild=True))
-    Amount = app_commands.Range[int, 1, MAX_TOKENS]
-    Reason = app_commands.Range[str, 1, 200]
+    Amount = option_range(table.AMOUNT)
+    Reason = app_commands.Range[str, 1, table.REASON.max_chars]
 
     async def adjust(interaction: Interaction, member: discord.User, action: str,
                      amount: int, reason: str | None) -> None:
@@ -168,7 +174,7 @@ def _tokens_group(frontend: "DiscordFrontend") -> app_commands.Group:
     @group.command(name="set", description="Set a member's balance")
     @app_commands.describe(member="Whose balance", amount="New balance", reason="For the ledger")
     async def set_(interaction: Interaction, member: discord.User,
-                   amount: app_commands.Range[int, 0, MAX_TOKENS],
+                   amount: option_range(table.BALANCE),  # type: ignore[valid-type]
                    reason: Reason | None = None) -> None:
         await adjust(interaction, member, "set", amount, reason)
 
@@ -178,6 +184,6 @@ def _tokens_group(frontend: "DiscordFrontend") -> app_commands.Group:
         await _defer(interaction)
         entries = await service.ledger(frontend.actor(interaction),
                                        str(member.id) if member else None)
-        await _reply(interaction, render.ledger_text(entries))
+        await _reply(interaction, render.ledger_text(entries, DISCORD))
 
     return group

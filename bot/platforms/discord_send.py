@@ -20,8 +20,58 @@ import discord
 
 from bot.core.errors import DeliveryError
 from bot.core.models import Destination, Job, Track
+from bot.platforms.render import Dialect
 
 log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+"""The client's default: nothing we post notifies anyone unless a call says otherwise."""
+ALREADY_ACKNOWLEDGED = 40060
+"""Discord's code for "Interaction has already been acknowledged" (a re-delivered event)."""
+
+
+def escape_member_text(text: str) -> str:
+    """Member text as inert Discord text: Markdown escaped, and every ``@`` broken by a
+    zero-width space so ``@everyone``, ``@here``, ``<@id>`` and ``<@&role>`` read as text
+    even if a message were ever sent with mentions allowed."""
+    return discord.utils.escape_markdown(text).replace("@", "@\u200b")
+
+
+def _mention(user: str) -> str:
+    return f"<@{user}>"
+
+
+DISCORD = Dialect(escape=escape_member_text, mention=_mention)
+"""How render texts name members and neutralise member text on Discord."""
+
+
+def ping_only(user: str) -> discord.AllowedMentions:
+    """Allowed mentions that let exactly this member be notified (and no one else)."""
+    return discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
+                                   users=[discord.Object(int(user))])
+
+
+def already_acknowledged(exc: BaseException) -> bool:
+    """True for a re-delivered interaction someone (another process, a retry) answered."""
+    if isinstance(exc, discord.InteractionResponded):
+        return True
+    return isinstance(exc, discord.HTTPException) and exc.code == ALREADY_ACKNOWLEDGED
+
+
+def http_reason(exc: discord.HTTPException) -> str:
+    """A Discord refusal as a sentence a member can act on (shown with the refund)."""
+    if exc.status == 403:
+        return ("I can't post files in this channel — ask an admin to give me the Attach Files "
+                "and Send Messages permissions here")
+    if exc.status == 413:
+        return "the file is too large for this channel's upload limit"
+    if exc.status == 404:
+        return "this channel or conversation no longer exists"
+    if exc.status == 429:
+        return "Discord is rate-limiting uploads right now; please try again in a minute"
+    if exc.status >= 500:
+        return "Discord had a problem on its side; please try again in a minute"
+    return f"Discord refused the upload (HTTP {exc.status})"
 
 
 class Sender:
@@ -45,12 +95,14 @@ class Sender:
         """Edit a status message: through the webhook while it lives, else as the bot."""
         if self.token_valid(dest):
             try:
-                await self._webhook(dest).edit_message(message_id, content=text, view=view)
+                await self._webhook(dest).edit_message(message_id, content=text, view=view,
+                                                        allowed_mentions=NO_PINGS)
                 return
             except (discord.NotFound, discord.Forbidden):
                 pass  # token revoked early: the bot may still edit its own message
         channel = self._client.get_partial_messageable(int(dest.channel))
-        await channel.get_partial_message(message_id).edit(content=text, view=view)
+        await channel.get_partial_message(message_id).edit(content=text, view=view,
+                                                           allowed_mentions=NO_PINGS)
 
     async def deliver(self, job: Job, track: Track, text: str, view: discord.ui.View) -> None:
         """Upload ``track`` with ``text`` and ``view`` to the job's destination.
@@ -65,29 +117,36 @@ class Sender:
             if self.token_valid(dest):
                 try:
                     with _files(job, track, dest.upload_limit) as files:
-                        await self._webhook(dest).send(text, files=files, view=view, wait=True)
+                        await self._webhook(dest).send(text, files=files, view=view, wait=True,
+                                                       allowed_mentions=NO_PINGS)
                     return
                 except (discord.NotFound, discord.Forbidden):
                     log.info("interaction token of job %d no longer works; posting instead",
                              job.id)
             await self._post(dest, job, track, text, view)
         except discord.HTTPException as exc:
+            log.info("Discord refused the track of job %d: %s %s", job.id, exc.status, exc.code)
             retryable = exc.status == 429 or exc.status >= 500
-            raise DeliveryError(f"Discord answered {exc.status} ({exc.text or 'no details'})",
-                                retryable=retryable) from None
+            raise DeliveryError(http_reason(exc), retryable=retryable) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"Discord could not be reached ({type(exc).__name__})") from None
 
     async def _post(self, dest: Destination, job: Job, track: Track, text: str,
                     view: discord.ui.View) -> None:
-        """After expiry: in the channel (mentioning the member, in ``text``) or by DM."""
+        """After expiry: in the channel (mentioning the member, in ``text``) or by DM.
+
+        The channel post is the one place we ping: the member gets no interaction follow-up
+        there, so the mention is how they learn the track is ready. Only they are pinged.
+        """
         if dest.extra.get("dm"):
             channel: discord.abc.Messageable = await self._client.create_dm(
                 discord.Object(int(dest.user)))
+            mentions = NO_PINGS
         else:
             channel = self._client.get_partial_messageable(int(dest.channel))
+            mentions = ping_only(dest.user)
         with _files(job, track, dest.upload_limit) as files:
-            await channel.send(text, files=files, view=view)
+            await channel.send(text, files=files, view=view, allowed_mentions=mentions)
 
 
 async def followup_track(interaction: discord.Interaction[Any], job: Job, track: Track,
@@ -99,7 +158,7 @@ async def followup_track(interaction: discord.Interaction[Any], job: Job, track:
     """
     with _files(job, track, interaction.filesize_limit) as files:
         await interaction.followup.send(text, files=files, view=view, wait=True,
-                                        allowed_mentions=discord.AllowedMentions.none())
+                                        allowed_mentions=NO_PINGS)
 
 
 @contextlib.contextmanager

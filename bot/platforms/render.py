@@ -3,14 +3,41 @@
 Plain text with light Markdown (``**bold**``, backticks) that Discord renders as is and the
 Slack adapter converts with :func:`to_slack_mrkdwn`. Keeping the wording here makes the
 platforms say the same thing.
+
+Member text (prompt, genre, reasons, names, error details quoting input) always goes through
+the platform's :class:`Dialect` ``escape`` so it arrives as inert text: a prompt ``@everyone``
+or ``<!channel>`` must never notify anyone. Mentions we mean are built by ``mention``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.config import Config
 from bot.core.errors import format_wait
 from bot.core.models import Job, JobEvent, JobState, LedgerEntry, QueueInfo, Receipt, Track
+from bot.core.requests import price as price_of
 
 NOISE_NOTE = "⚠️ Made with a random-initialised test model (`debug`): the audio is noise."
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one platform makes member text inert and names a member."""
+
+    escape: Callable[[str], str]
+    """Member text → text that renders literally and notifies no one."""
+    mention: Callable[[str], str]
+    """User id → how we name that member (a mention where the platform has them)."""
+
+
+def _plain_mention(user: str) -> str:
+    return user
+
+
+PLAIN = Dialect(escape=str, mention=_plain_mention)
+"""The console and CLIs: a terminal has nothing to notify, and ids read as ids."""
 
 
 def progress_bar(fraction: float, width: int = 20) -> str:
@@ -20,12 +47,13 @@ def progress_bar(fraction: float, width: int = 20) -> str:
     return f"[{'█' * filled}{'░' * (width - filled)}] {round(fraction * 100)}%"
 
 
-def describe_request(job: Job) -> str:
-    """One line naming what was asked for."""
+def describe_request(job: Job, dialect: Dialect = PLAIN) -> str:
+    """One line naming what was asked for (prompt and genre escaped: they are member text)."""
     p = job.params
-    bits = [f"**{p.prompt}**", f"{p.duration:g} s", f"model `{p.model}`", f"seed {p.seed}"]
+    bits = [f"**{dialect.escape(p.prompt)}**", f"{p.duration:g} s", f"model `{p.model}`",
+            f"seed {p.seed}"]
     if p.genre:
-        bits.append(f"genre {p.genre}")
+        bits.append(f"genre {dialect.escape(p.genre)}")
     if p.tempo:
         bits.append(f"{p.tempo} bpm")
     if p.format != "mp3":
@@ -39,23 +67,37 @@ def eta_text(eta_s: float | None) -> str:
     return f" · ETA ~{format_wait(eta_s)}" if eta_s is not None else ""
 
 
-def receipt_text(receipt: Receipt) -> str:
-    """First reply after ``/music``: job, price, balance and place in the queue."""
+def receipt_text(receipt: Receipt, dialect: Dialect = PLAIN) -> str:
+    """First public reply after ``/music``: job, price and place in the queue.
+
+    No balance: this message is seen by the whole channel; the balance goes only to the
+    member (:func:`charged_text`).
+    """
     job = receipt.job
     if receipt.duplicate:
         return f"Job #{job.id} was already requested ({job.state.value}); nothing charged again."
     place = "next in line" if receipt.position <= 1 else f"#{receipt.position} in the queue"
     return (
         f"🎵 Job #{job.id} queued — {place}{eta_text(receipt.eta_s)}\n"
-        f"{describe_request(job)}\n"
-        f"Charged **{receipt.price}** tokens · balance **{receipt.balance}**"
+        f"{describe_request(job, dialect)}\n"
+        f"Charged **{receipt.price}** tokens"
     )
 
 
-def event_text(event: JobEvent) -> str:
-    """Status text for a job event (progress edits, failures, cancellations)."""
+def charged_text(receipt: Receipt) -> str:
+    """The private note to the member after a charge: what it cost and what is left."""
+    return (f"Job #{receipt.job.id}: charged **{receipt.price}** tokens · "
+            f"your balance is now **{receipt.balance}** tokens.")
+
+
+def event_text(event: JobEvent, dialect: Dialect = PLAIN, *, at_delivery: bool = False) -> str:
+    """Status text for a job event (progress edits, failures, cancellations).
+
+    ``at_delivery``: the frontend saw its upload of this job's track fail (see
+    :func:`failure_text`).
+    """
     job = event.job
-    head = f"Job #{job.id} · {describe_request(job)}"
+    head = f"Job #{job.id} · {describe_request(job, dialect)}"
     match event.kind.value:
         case "queued" | "requeued":
             pos = f"#{event.position} in the queue" if event.position else "queued"
@@ -67,7 +109,7 @@ def event_text(event: JobEvent) -> str:
         case "done":
             return f"✅ {head}\nDone."
         case "failed":
-            return f"❌ {head}\n{failure_text(event)}"
+            return f"❌ {head}\n{failure_text(event, dialect, at_delivery=at_delivery)}"
         case "cancelled":
             return f"🛑 {head}\nCancelled. Refunded **{event.refunded}** tokens."
         case "undelivered":
@@ -77,17 +119,22 @@ def event_text(event: JobEvent) -> str:
     return head  # pragma: no cover - every kind is matched above
 
 
-def failure_text(event: JobEvent) -> str:
-    reason = (event.message or "the generation failed").rstrip(".")
+def failure_text(event: JobEvent, dialect: Dialect = PLAIN, *, at_delivery: bool = False) -> str:
+    """Why a job failed; a rendered track that could not be handed over is a delivery
+    failure, not a generation failure (the member should fix the channel, not the prompt)."""
+    reason = dialect.escape((event.message or "the generation failed").rstrip("."))
     refund = f" Refunded **{event.refunded}** tokens." if event.refunded else ""
+    if at_delivery or event.job.track_path:
+        return f"The track was made but could not be delivered: {reason}.{refund}"
     return f"Generation failed: {reason}.{refund}"
 
 
-def result_text(job: Job, track: Track) -> str:
-    """Message sent with the finished file."""
+def result_text(job: Job, track: Track, dialect: Dialect = PLAIN) -> str:
+    """Message sent with the finished file (names the member; whether that pings them is
+    the sender's choice of allowed mentions)."""
     lines = [
-        f"🎶 Job #{job.id} for <@{job.destination.user}>",
-        describe_request(job),
+        f"🎶 Job #{job.id} for {dialect.mention(job.destination.user)}",
+        describe_request(job, dialect),
         f"{track.duration_s:.1f} s · {track.format} · cost {job.price} tokens",
     ]
     if track.noise:
@@ -95,18 +142,25 @@ def result_text(job: Job, track: Track) -> str:
     return "\n".join(lines)
 
 
+def extend_label(config: Config, job: Job) -> str:
+    """The Extend button's label on every platform: added seconds and what they cost."""
+    seconds = config.limits.extend_seconds
+    tokens = price_of(config, seconds, job.params.model, job.params.format)
+    return f"⏩ Extend +{seconds:g} s · {tokens} tokens"
+
+
 def balance_text(balance: int, whose: str = "Your") -> str:
     return f"{whose} balance: **{balance}** tokens."
 
 
-def history_text(jobs: list[Job]) -> str:
+def history_text(jobs: list[Job], dialect: Dialect = PLAIN) -> str:
     if not jobs:
         return "No tracks yet. Try `/music`."
     icons = {JobState.QUEUED: "⏳", JobState.RUNNING: "🎛️", JobState.DONE: "✅",
              JobState.FAILED: "❌", JobState.CANCELLED: "🛑"}
     lines = [
         f"{icons[j.state]} #{j.id} {j.state.value} · {j.price} tokens"
-        f"{' (refunded)' if j.refunded else ''} · {describe_request(j)}"
+        f"{' (refunded)' if j.refunded else ''} · {describe_request(j, dialect)}"
         for j in jobs
     ]
     return "\n".join(lines)
@@ -120,13 +174,15 @@ def queue_text(info: QueueInfo) -> str:
     )
 
 
-def ledger_text(entries: list[LedgerEntry]) -> str:
+def ledger_text(entries: list[LedgerEntry], dialect: Dialect = PLAIN) -> str:
+    """Ledger lines; the reason and actor are admin-typed text, escaped like member text."""
     if not entries:
         return "The ledger is empty."
     return "\n".join(
-        f"{e.id}. {e.kind.value} {e.delta:+d} → {e.balance_after} · <@{e.account.user}>"
-        f"{f' · job #{e.job_id}' if e.job_id else ''} · by {e.actor}"
-        f"{f' · {e.reason}' if e.reason else ''}"
+        f"{e.id}. {e.kind.value} {e.delta:+d} → {e.balance_after} · "
+        f"{dialect.mention(e.account.user)}"
+        f"{f' · job #{e.job_id}' if e.job_id else ''} · by {dialect.escape(e.actor)}"
+        f"{f' · {dialect.escape(e.reason)}' if e.reason else ''}"
         for e in entries
     )
 
@@ -145,6 +201,13 @@ Buttons on a track: **Re-roll** (same request, new seed), **Extend** (continue i
 Admins: **/tokens grant|take|set** `member amount [reason]`, **/tokens ledger** `[member]`.
 Failed renders are refunded automatically. Same seed gives a similar track, not an identical one \
 on other hardware."""
+
+
+def help_text(config: Config) -> str:
+    """:data:`HELP_TEXT` plus the limits of every option, from the core's table."""
+    from bot.core.limits import summary
+
+    return f"{HELP_TEXT}\n{summary(config)}"
 
 
 def to_slack_mrkdwn(text: str) -> str:

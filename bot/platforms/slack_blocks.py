@@ -25,6 +25,24 @@ def mrkdwn(text: str) -> str:
     return render.to_slack_mrkdwn(text)
 
 
+def escape(text: str) -> str:
+    """Member text as literal Slack text (Slack's mrkdwn escaping: ``&``, ``<``, ``>``).
+
+    Slack only turns ``<!channel>``, ``<@U…>``, ``<#C…>``, ``<!subteam^…>`` into
+    notifications when they arrive unescaped (we never send ``link_names``, so a bare
+    ``@channel`` is plain text too).
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _mention(user: str) -> str:
+    return f"<@{user}>"
+
+
+SLACK = render.Dialect(escape=escape, mention=_mention)
+"""How render texts name members and neutralise member text on Slack."""
+
+
 def action_id(verb: str, job_id: int) -> str:
     return f"{ACTION_PREFIX}{verb}:{job_id}"
 
@@ -65,16 +83,17 @@ def status_blocks(text: str, job_id: int, active: bool) -> list[dict[str, Any]]:
     return blocks
 
 
-def result_blocks(job: Job, track: Track) -> list[dict[str, Any]]:
-    """The message shared with a finished track: what it is, plus Re-roll and Extend."""
+def result_blocks(job: Job, track: Track, extend_label: str) -> list[dict[str, Any]]:
+    """The message shared with a finished track: what it is, plus Re-roll and Extend
+    (``extend_label`` from :func:`render.extend_label`, the same as on Discord)."""
     return [
-        section(mrkdwn(render.result_text(job, track))),
+        section(mrkdwn(render.result_text(job, track, SLACK))),
         {
             "type": "actions",
             "block_id": f"result:{job.id}",
             "elements": [
                 button("🎲 Re-roll", "reroll", job.id, style="primary"),
-                button("⏩ Extend", "extend", job.id),
+                button(extend_label, "extend", job.id),
             ],
         },
     ]
@@ -91,7 +110,7 @@ def home_view(balance: int, queue: QueueInfo, jobs: list[Job]) -> dict[str, Any]
             section(mrkdwn(render.queue_text(queue))),
             {"type": "divider"},
             {"type": "header", "text": {"type": "plain_text", "text": "Recent tracks"}},
-            section(mrkdwn(render.history_text(jobs))),
+            section(mrkdwn(render.history_text(jobs, SLACK))),
             {
                 "type": "context",
                 "elements": [{"type": "mrkdwn", "text": "Type `/music help` in any channel."}],

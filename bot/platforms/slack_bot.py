@@ -36,7 +36,7 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
-from bot.platforms import render
+from bot.platforms import log_redaction, render
 from bot.platforms.slack_api import (
     INVITE_HINT,
     NETWORK_ERRORS,
@@ -47,6 +47,8 @@ from bot.platforms.slack_api import (
 )
 from bot.platforms.slack_blocks import (
     ACTION_PATTERN,
+    SLACK,
+    escape,
     home_view,
     mrkdwn,
     parse_action_id,
@@ -88,7 +90,12 @@ class SlackFrontend:
         self._mode = config.slack.mode
         bot_token, self._app_token, signing_secret = _tokens(config)
         client = AsyncWebClient(token=bot_token, base_url=base_url or "https://slack.com/api/")
+        # Before bolt creates its loggers: every record they make meets the redaction filter.
+        log_redaction.install()
         self.app = AsyncApp(
+            # bolt names its listener loggers after the app; under slack_bolt they are
+            # recognised as outside libraries whose bodies are stripped from the log
+            name="slack_bolt.musicbot",
             client=client,
             signing_secret=signing_secret or "",
             # Socket Mode traffic is authenticated by the app token, not signed
@@ -98,6 +105,8 @@ class SlackFrontend:
         self._last_edit: dict[int, float] = {}
         self._status_ts: dict[int, str] = {}
         self._quiet: set[int] = set()
+        self._undelivered: set[int] = set()
+        """Jobs whose upload failed here: a later failure is a delivery failure."""
         self._admins: dict[str, tuple[bool, float]] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -115,6 +124,7 @@ class SlackFrontend:
 
     async def start(self) -> None:
         """Connect: open the Socket Mode websocket, or listen for signed HTTP requests."""
+        log_redaction.install()  # again: handlers added since construction (new log setup)
         await self._check_token("SLACK_BOT_TOKEN", self.app.client.auth_test())
         if self._mode == "socket":
             assert self._app_token is not None
@@ -176,11 +186,14 @@ class SlackFrontend:
 
     async def _guarded(self, client: AsyncWebClient, body: dict[str, Any],
                        work: Awaitable[None]) -> None:
-        """Run a handler; a core error becomes a private answer, anything else @app.error."""
+        """Run a handler; a core error becomes a private answer, anything else @app.error.
+
+        Core messages can quote what the member typed, so they are escaped like member text.
+        """
         try:
             await work
         except MusicBotError as err:
-            await self.reply(client, body, mrkdwn(err.user_message))
+            await self.reply(client, body, mrkdwn(escape(err.user_message)))
 
     async def _button(self, client: AsyncWebClient, body: dict[str, Any], verb: str,
                       job_id: int) -> None:
@@ -194,9 +207,8 @@ class SlackFrontend:
         if verb == "reroll":
             receipt = await self.service.reroll(actor, job_id, destination, key)
         else:
-            original = await self.service.get_job(job_id)
             receipt = await self.service.extend(
-                actor, job_id, original.params.duration, destination, key
+                actor, job_id, self.config.limits.extend_seconds, destination, key
             )
         await self.announce(client, body, actor, receipt)
 
@@ -266,9 +278,12 @@ class SlackFrontend:
 
     async def announce(self, client: AsyncWebClient, body: dict[str, Any], actor: Actor,
                        receipt: Receipt) -> None:
-        """Post the job's status message in the channel, or undo the charge if we cannot."""
+        """Post the job's status message in the channel, or undo the charge if we cannot.
+
+        The channel sees the job and its price; the balance goes only to the member.
+        """
         job = receipt.job
-        text = mrkdwn(render.receipt_text(receipt))
+        text = mrkdwn(render.receipt_text(receipt, SLACK))
         if receipt.duplicate:
             await self.reply(client, body, text)
             return
@@ -283,6 +298,7 @@ class SlackFrontend:
             await self._undo(client, body, actor, job)
             return
         self._status_ts[job.id] = ts
+        await self.reply(client, body, mrkdwn(render.charged_text(receipt)))
         await self.service.set_status_ref(job.id, ts)
         await self._catch_up(job.id)
 
@@ -298,7 +314,7 @@ class SlackFrontend:
         here = self.destination(body)
         moved = dataclasses.replace(job.destination, channel=here.channel, thread=here.thread)
         job = dataclasses.replace(job, destination=moved)
-        await upload_track(client, job, track, result_blocks(job, track))
+        await upload_track(client, job, track, self._result_blocks(job, track))
 
     async def _undo(self, client: AsyncWebClient, body: dict[str, Any], actor: Actor,
                     job: Job) -> None:
@@ -326,7 +342,8 @@ class SlackFrontend:
                                   EventKind.UNDELIVERED)
         if not terminal and not self._edit_due(job.id):
             return
-        text = mrkdwn(render.event_text(event))
+        text = mrkdwn(render.event_text(event, SLACK,
+                                        at_delivery=job.id in self._undelivered))
         ts = job.destination.status_ref or self._status_ts.get(job.id)
         quiet = job.id in self._quiet  # the member was already told (see _undo)
         if terminal:
@@ -346,7 +363,15 @@ class SlackFrontend:
         Raises:
             DeliveryError: Slack refused or could not be reached (retryable when it may pass).
         """
-        await upload_track(self.app.client, job, track, result_blocks(job, track))
+        try:
+            await upload_track(self.app.client, job, track, self._result_blocks(job, track))
+        except Exception:
+            self._undelivered.add(job.id)
+            raise
+        self._undelivered.discard(job.id)  # a retry got through
+
+    def _result_blocks(self, job: Job, track: Track) -> list[dict[str, Any]]:
+        return result_blocks(job, track, render.extend_label(self.config, job))
 
     def _edit_due(self, job_id: int) -> bool:
         now = self._clock()
@@ -360,6 +385,7 @@ class SlackFrontend:
         self._last_edit.pop(job_id, None)
         self._status_ts.pop(job_id, None)
         self._quiet.discard(job_id)
+        self._undelivered.discard(job_id)
 
     async def _tell_owner(self, job: Job, text: str) -> None:
         dest = job.destination

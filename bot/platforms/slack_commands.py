@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.limits import summary
 from bot.core.models import Job, JobState
 from bot.platforms import render
-from bot.platforms.slack_blocks import mrkdwn
+from bot.platforms.slack_blocks import SLACK, escape, mrkdwn
 from bot.platforms.slack_parse import (
     HELP,
     AdminCommand,
@@ -46,7 +47,8 @@ class CommandRunner:
         try:
             command = parse_command(body.get("text", ""))
         except UsageError as err:
-            await self.frontend.reply(client, body, err.message)
+            # the message quotes the member's words; usage placeholders like <prompt> too
+            await self.frontend.reply(client, body, escape(err.message))
             return
         await self._dispatch(client, body, command)
 
@@ -56,7 +58,8 @@ class CommandRunner:
             case MusicCommand(request=request):
                 await self._music(client, body, request)
             case InfoCommand(name="help"):
-                await self.frontend.reply(client, body, HELP)
+                limits = summary(self.service.config)
+                await self.frontend.reply(client, body, escape(f"{HELP}\n{limits}"))
             case InfoCommand():
                 await self._info(client, body, command)
             case CancelCommand(job_id=job_id):
@@ -92,7 +95,7 @@ class CommandRunner:
             whose = "Your" if command.member is None else f"<@{command.member}>'s"
             text = render.balance_text(balance, whose)
         elif command.name == "history":
-            text = render.history_text(await self.service.history(actor))
+            text = render.history_text(await self.service.history(actor), SLACK)
         else:
             text = render.queue_text(await self.service.queue(actor))
         await self.frontend.reply(client, body, mrkdwn(text))
@@ -103,7 +106,7 @@ class CommandRunner:
         admin = await self.frontend.actor(client, body, check_admin=True)
         if command.action == "ledger":
             entries = await self.service.ledger(admin, command.member)
-            await self.frontend.reply(client, body, mrkdwn(render.ledger_text(entries)))
+            await self.frontend.reply(client, body, mrkdwn(render.ledger_text(entries, SLACK)))
             return
         balance = await self.service.adjust_balance(admin, command.action, command.member,
                                                     command.amount, command.reason)

@@ -233,6 +233,8 @@ def _split_flags(words: list[str], usage: str) -> tuple[list[str], dict[str, str
                 raise UsageError(f"Option `--{name}` needs a value.", usage)
             value = words[index]
             index += 1
+        elif not value.strip():  # "--seed=" would silently mean "no seed"
+            raise UsageError(f"Option `--{name}` needs a value.", usage)
         if field in flags:
             raise UsageError(f"Option `--{name}` was given twice.", usage)
         flags[field] = value

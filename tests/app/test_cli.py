@@ -40,7 +40,9 @@ def test_console_music_then_balance_makes_an_mp3_and_charges(tmp_path: Path) -> 
     audio = AudioSegment.from_file(track, format="mp3")
     assert 2.8 <= audio.duration_seconds <= 3.3
     assert "noise" in done.stdout  # the debug model is announced as noise
-    assert "Charged 10 tokens · balance 190" in done.stdout
+    assert "Charged 10 tokens" in done.stdout
+    # the terminal is the operator's own, so the balance is shown with the receipt
+    assert "charged 10 tokens · your balance is now 190 tokens" in done.stdout
     assert "Your balance: 190 tokens." in done.stdout
     assert (tmp_path / "musicbot.sqlite3").exists()
 
@@ -149,3 +151,64 @@ def test_admin_changes_a_discord_members_balance_from_the_shell(tmp_path: Path) 
     other_server = musicbot("admin", "balance", "42", "--platform", "discord",
                             "--community", "999", cwd=tmp_path)
     assert "42's balance: 200 tokens." in other_server.stdout  # balances are per server
+
+
+def test_run_with_the_terminal_console_stops_on_sigterm(tmp_path: Path) -> None:
+    # On a terminal `musicbot run` reads commands; a pending read must not keep it alive.
+    import pty
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISCORD_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
+                        "SLACK_SIGNING_SECRET", "MUSICBOT_CONFIG")}
+    env["PYTHONPATH"] = str(ROOT)
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--model", "debug"],
+                            cwd=tmp_path, env=env, stdin=terminal, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    os.close(terminal)
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while not seen.endswith("musicbot> "):  # the prompt: the REPL is reading a line
+            char = proc.stdout.read(1)
+            assert char, seen
+            seen += char
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(controller)
+    output = seen + rest
+    assert proc.returncode == 0, output
+    assert "shutting down" in output and "Traceback" not in output
+
+
+def test_generate_takes_sampling_options_and_the_format_from_the_file_name(
+    tmp_path: Path,
+) -> None:
+    done = musicbot("generate", "ambient drone", "--duration", "2", "--model", "debug",
+                    "--seed", "7", "--temperature", "0.9", "--top-k", "100", "--top-p", "0.5",
+                    "--cfg", "4", "--genre", "ambient", "--tempo", "80", "-o", "drone.ogg",
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    audio = AudioSegment.from_file(tmp_path / "drone.ogg", format="ogg")  # mono 32 kHz Vorbis
+    assert 1.8 <= audio.duration_seconds <= 2.3
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--format", "wav", "-o", "x.mp3"), "--format wav does not match"),
+    (("-o", "x.txt"), "cannot tell the format"),
+    (("--format", "mp4"), "Invalid format"),
+    (("--temperature", "9"), "Invalid temperature: must be between 0.05 and 5"),
+    (("--top-k", "-1"), "Invalid top_k: must be between 0 and 2048"),
+    (("--duration", "abc"), "Invalid duration"),
+])
+def test_generate_refuses_bad_options_in_one_line(tmp_path: Path, args: tuple[str, ...],
+                                                  expected: str) -> None:
+    done = musicbot("generate", "drone", "--model", "debug", *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no file, no database

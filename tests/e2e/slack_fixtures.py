@@ -111,6 +111,8 @@ def make_config(tmp_path: Path, mode: str = "socket") -> Config:
         generation=dataclasses.replace(config.generation, device="cpu", max_attempts=1),
         audio=dataclasses.replace(config.audio, waveform=False),
         economy=dataclasses.replace(config.economy, starting_balance=STARTING_BALANCE),
+        # a short Extend keeps the CPU test quick; the label shows whatever is configured
+        limits=dataclasses.replace(config.limits, extend_seconds=2.0),
         slack=dataclasses.replace(config.slack, mode=mode, http_host="127.0.0.1", http_port=0,
                                   progress_edit_interval_s=1.0, admins=[]),
     )

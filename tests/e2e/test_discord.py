@@ -6,6 +6,7 @@ messages, ephemeral answers, uploaded files, balances and the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import logging
@@ -48,9 +49,12 @@ async def test_music_queues_shows_progress_and_delivers_a_playable_mp3(world: Di
 
     status = await it.wait_message(lambda m: "queued" in m.content)
     assert not status.ephemeral
-    assert f"Charged **{PRICE_2S}** tokens · balance **{STARTING_BALANCE - PRICE_2S}**" in (
-        status.content)
+    assert f"Charged **{PRICE_2S}** tokens" in status.content
+    assert "balance" not in status.content  # the channel does not learn the member's balance
     job = job_id_of(status)
+    private = await it.wait_message(lambda m: "balance" in m.content)
+    assert private.ephemeral
+    assert f"your balance is now **{STARTING_BALANCE - PRICE_2S}** tokens" in private.content
     assert status.custom_ids == [f"musicbot:cancel:{job}"]
 
     result = await world.result(job)
@@ -147,7 +151,9 @@ async def test_buttons_keep_working_after_a_restart(world: DiscordWorld):
     receipt = await reroll.wait_message(lambda m: "queued" in m.content)
     again = job_id_of(receipt)
     assert again != job
-    assert f"balance **{STARTING_BALANCE - 2 * PRICE_2S}**" in receipt.content  # charged again
+    assert "balance" not in receipt.content
+    note = await reroll.wait_message(lambda m: "balance" in m.content)  # charged again
+    assert note.ephemeral and f"now **{STARTING_BALANCE - 2 * PRICE_2S}**" in note.content
     new_track = await world.result(again)
     assert mp3_seconds(new_track.upload(".mp3").data) == pytest.approx(2.0, abs=0.3)
 
@@ -275,6 +281,8 @@ async def test_extend_button_continues_the_track(world: DiscordWorld):
     job = job_id_of(status)
     track = await world.result(job)
     await world.fake.wait_for(lambda: "Done." in status.content)
+    labels = {c["custom_id"]: c["label"] for c in track.components[0]["components"]}
+    assert labels[f"musicbot:extend:{job}"] == "⏩ Extend +10 s · 20 tokens"  # as on Slack
 
     click = await world.fake.click(track, f"musicbot:extend:{job}", user=world.bob,
                                    guild=world.studio)
@@ -366,3 +374,104 @@ async def test_track_refuses_unknown_and_deleted_tracks_privately(world: Discord
     assert answer.ephemeral and f"#{job} is no longer stored" in answer.content
     assert not any(m.uploads for m in gone.messages())
     assert all(m.deleted for m in gone.messages() if not m.ephemeral)
+
+
+# ---------------------------------------------------------------------- safe text (issue #11)
+
+PINGS = ["<@123>", f"<@{2**60}>", "@everyone", "@here", "<@&456>", "<@!789>"]
+
+
+async def test_member_text_never_notifies_anyone(world: DiscordWorld):
+    prompt = "drums " + " ".join(PINGS)
+    it = await world.music(prompt, 2.0, genre="@everyone <@123>")
+
+    status = await it.wait_message(lambda m: "queued" in m.content)
+    job = job_id_of(status)
+    result = await world.result(job)
+    await world.fake.wait_for(lambda: "Done." in status.content)
+
+    for message in (status, result):
+        assert message.allowed_mentions is not None and message.allowed_mentions["parse"] == []
+        assert message.notified() == set()
+        # the text still shows what the member typed, with the mention syntax broken
+        assert "@\u200beveryone" in message.content and "<@\u200b123>" in message.content
+        assert "<@123>" not in message.content and "@everyone" not in message.content
+
+
+async def test_channel_fallback_delivery_pings_only_the_requester(world: DiscordWorld):
+    await world.app.worker.stop()
+    it = await world.music(f"night drive <@{world.olga.id}> @here", 2.0)
+    job = job_id_of(await it.wait_message(lambda m: "queued" in m.content))
+    world.clock.advance(20 * 60)
+    world.fake.expire(it)
+    await world.app.worker.start()
+
+    result = await world.result(job)
+    assert result.source == "channel"
+    assert result.notified() == {str(world.bob.id)}
+    assert result.allowed_mentions["users"] == [world.bob.id]
+
+
+async def test_a_refused_request_quoting_a_mention_pings_no_one(world: DiscordWorld):
+    it = await world.music("x", 2.0, model="<@123> @everyone")
+    answer = await it.wait_message()
+    assert answer.ephemeral and "Invalid model" in answer.content
+    assert answer.notified() == set()
+    assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE}** tokens."
+
+
+# ---------------------------------------------------------------------- failure texts (#11)
+
+
+async def test_a_refused_upload_says_what_to_fix_not_generation_failed(world: DiscordWorld):
+    await world.app.worker.stop()
+    it = await world.music("forbidden tune", 2.0)
+    status = await it.wait_message(lambda m: "queued" in m.content)
+    await it.wait_message(lambda m: "your balance is now" in m.content)
+    # the track's follow-up is refused, and so is the channel post it falls back to
+    world.fake.fail_next("POST", r"^/webhooks/\d+/[^/]+$", 403)
+    world.fake.fail_next("POST", r"^/channels/\d+/messages$", 403)
+    await world.app.worker.start()
+
+    await world.fake.wait_for(lambda: "❌" in status.content)
+
+    assert "Generation failed" not in status.content
+    assert "The track was made but could not be delivered" in status.content
+    assert "ask an admin to give me the Attach Files and Send Messages permissions" in (
+        status.content)
+    assert "403" not in status.content
+    assert f"Refunded **{PRICE_2S}** tokens" in status.content
+    assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE}** tokens."
+
+
+async def test_a_redelivered_interaction_logs_one_info_line_and_charges_once(
+    world: DiscordWorld, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    await world.app.worker.stop()
+    it = await world.music("only once", 2.0)
+    await it.wait_message(lambda m: "queued" in m.content)
+
+    await world.fake.redeliver(it)
+
+    for _ in range(1200):  # the log line comes after the fake's last change: poll for it
+        if any("already acknowledged" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    repeats = [r for r in caplog.records if "already acknowledged" in r.getMessage()]
+    assert len(repeats) == 1 and repeats[0].levelno == logging.INFO
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE - PRICE_2S}** tokens."
+
+
+async def test_a_refused_resend_tells_the_member_what_to_fix(world: DiscordWorld):
+    it = await world.music("resend me", 2.0)
+    job = job_id_of(await it.wait_message(lambda m: "queued" in m.content))
+    await world.result(job)
+    world.fake.fail_next("POST", r"^/webhooks/\d+/[^/]+$", 413)
+
+    again = await world.fake.slash("track", {"job": job}, user=world.bob, guild=world.studio)
+
+    answer = await again.wait_message(lambda m: m.ephemeral)
+    assert f"I could not post job #{job}'s file" in answer.content
+    assert "too large" in answer.content and "413" not in answer.content

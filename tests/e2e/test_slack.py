@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -44,7 +45,7 @@ from tests.e2e.slack_fixtures import (
     open_world,
     running_app,
 )
-from tests.fakes.slack_fake import FakeSlack, Message, SharedFile
+from tests.fakes.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, Message, SharedFile
 
 PRICE_1S = 10  # default pricing: max(10, 2 tokens per second)
 
@@ -258,11 +259,14 @@ async def test_reroll_button_makes_a_new_charged_track(world: SlackWorld) -> Non
 
 async def test_extend_button_continues_the_track(world: SlackWorld, tmp_path: Path) -> None:
     first_id, first = await make_track(world, "funk groove --duration 1")
-    await world.click(button_ids(first.blocks)[1])  # ⏩ Extend
+    extend = first.blocks[1]["elements"][1]
+    assert extend["text"]["text"] == "⏩ Extend +2 s · 10 tokens"  # configured seconds, price
+    await world.click(extend["action_id"])
     second = (await world.fake.wait_for(lambda: world.fake.shared_files[1:]))[0]
     extended = await world.wait_job((await world.jobs())[-1].id)
     assert extended.params.continue_from == first_id and extended.state is JobState.DONE
-    assert float(ffprobe(second.data, tmp_path)["duration"]) > 1.5  # the original plus more
+    assert extended.params.duration == 2.0  # limits.extend_seconds, not the original's length
+    assert float(ffprobe(second.data, tmp_path)["duration"]) > 2.5  # the original plus 2 s
     assert f"continues #{first_id}" in second.blocks[0]["text"]["text"]
     assert await world.balance() == STARTING_BALANCE - 2 * PRICE_1S
 
@@ -304,7 +308,8 @@ async def test_track_command_uploads_a_stored_track_again(world: SlackWorld) -> 
 
 async def test_track_without_a_job_gets_its_usage(world: SlackWorld) -> None:
     await world.command("track")
-    assert "/music track <job>" in await world.wait_private("*Usage:*")
+    # escaped so Slack shows "<job>" instead of reading it as a link
+    assert "/music track &lt;job&gt;" in await world.wait_private("*Usage:*")
     assert world.fake.shared_files == [] and await world.ledger() == []
 
 
@@ -331,7 +336,7 @@ async def test_workspace_admin_grants_and_reads_the_ledger(world: SlackWorld) ->
 async def test_malformed_text_gets_the_usage(world: SlackWorld, text: str) -> None:
     await world.command(text)
     answer = await world.wait_private("*Usage:*")
-    assert "/music <prompt>" in answer
+    assert "/music &lt;prompt&gt;" in answer  # escaped: Slack shows "<prompt>"
     assert world.fake.messages_in(CHANNEL) == []
     assert await world.ledger() == []  # not even an account was opened
 
@@ -434,3 +439,89 @@ def _job(status_ts: str) -> Job:
         error=None, cancel_requested=False, created_at=0.0, started_at=0.0, finished_at=None,
         track_path=None,
     )
+
+
+# ---------------------------------------------------------------------- safe text (issue #11)
+
+# What Slack sends in a slash command's ``text`` when a member types @channel, @here, a
+# user, a channel or a user group (with "Escape channels, users, and links" enabled).
+SLACK_PINGS = "<!channel> <!everyone> <!here> <@U0OTHER|other> <#C0MUSIC|music> <!subteam^S0CREW>"
+
+
+def no_live_markup(text: str) -> None:
+    """Nothing in ``text`` that Slack would turn into a notification or a link."""
+    for raw in ("<!channel>", "<!everyone>", "<!here>", "<@U0OTHER", "<#C0MUSIC", "<!subteam^"):
+        assert raw not in text, (raw, text)
+
+
+async def test_member_text_is_posted_as_text_and_notifies_no_one(world: SlackWorld) -> None:
+    await world.command(f"drums {SLACK_PINGS} --duration 1 --genre '<!here> & co'")
+
+    status = await status_message(world)
+    job_id = job_id_of(status)
+    assert "&lt;!channel&gt; &lt;!everyone&gt; &lt;!here&gt;" in status.text
+    assert "&lt;@U0OTHER|other&gt;" in status.text and "&lt;!here&gt; &amp; co" in status.text
+    no_live_markup(status.text)
+    no_live_markup(status.blocks[0]["text"]["text"])
+    await world.wait_job(job_id)
+    shared = (await world.fake.wait_for(lambda: world.fake.shared_files))[0]
+    no_live_markup(shared.blocks[0]["text"]["text"])
+    assert f"<@{MEMBER}>" in shared.blocks[0]["text"]["text"]  # our own mention stays
+    await world.fake.wait_for(lambda: "Done." in status.text)
+    no_live_markup(status.text)
+    for method in ("chat.postMessage", "chat.update", "files.completeUploadExternal"):
+        assert all("link_names" not in call for call in world.fake.calls_to(method)), method
+
+
+async def test_an_error_quoting_member_text_is_escaped(world: SlackWorld) -> None:
+    await world.command("drums --duration 1 --model '<!channel>'")
+    answer = await world.wait_private("Invalid model")
+    assert "&lt;!channel&gt;" in answer
+    no_live_markup(answer)
+    await world.command("drums --speed <!here>")
+    no_live_markup(await world.wait_private("Unknown option"))
+    assert world.fake.messages_in(CHANNEL) == [] and await world.ledger() == []
+
+
+async def test_the_balance_goes_only_to_the_member(world: SlackWorld) -> None:
+    await world.command("calm piano --duration 1")
+
+    status = await status_message(world)
+    job_id = job_id_of(status)
+    assert "Charged *10* tokens" in status.text and "balance" not in status.text
+    note = await world.wait_private(f"Job #{job_id}: charged")
+    assert f"your balance is now *{STARTING_BALANCE - PRICE_1S}* tokens" in note
+    await world.wait_job(job_id)
+    await world.fake.wait_for(lambda: "Done." in status.text)
+    assert all("balance" not in m.text for m in world.fake.messages_in(CHANNEL))
+
+
+# ---------------------------------------------------------------------- logs (issue #11)
+
+
+async def test_no_bearer_url_token_or_request_body_reaches_the_log(
+    bot: RunningBot, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DEBUG before the frontend exists: bolt copies the root level into its loggers then.
+    # aiosqlite stays at INFO as `musicbot` sets it (its DEBUG lines are SQL parameters).
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(logging.getLogger("aiosqlite"), "level", logging.INFO)
+    async with open_world(bot, "http") as world:
+        forged = world.fake.slash_command("forgedsecretword --duration 1", user=MEMBER,
+                                          channel=CHANNEL)
+        assert (await world.fake.send_http("slash_commands", forged,
+                                           secret="wrong-secret")).status == 401
+        real = world.fake.slash_command("realsecretword --duration 1", user=MEMBER,
+                                        channel=CHANNEL)
+        assert (await world.fake.send_http("slash_commands", real)).status == 200
+        job_id = job_id_of(await status_message(world))
+        await world.wait_job(job_id)
+        await world.fake.wait_for(lambda: world.fake.shared_files)
+        hooks = [p["response_url"].rsplit("/", 1)[-1] for p in (forged, real)]
+
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert any(r.name.startswith("slack") and r.levelno == logging.DEBUG
+               for r in caplog.records), "DEBUG logging of slack_bolt/slack_sdk was not on"
+    assert "Invalid request signature" in logged  # bolt's INFO line is still there…
+    for secret in (*hooks, "forgedsecretword", "realsecretword", BOT_TOKEN, SIGNING_SECRET):
+        assert secret not in logged, secret  # …without the body, URLs or tokens

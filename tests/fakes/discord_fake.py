@@ -93,6 +93,9 @@ class FakeMessage:
     history: list[str] = field(default_factory=list)
     deleted: bool = False
     loading: bool = False
+    allowed_mentions: dict[str, Any] | None = None
+    """The ``allowed_mentions`` the bot sent with the latest version (None: not sent, so
+    Discord would parse every mention in the text)."""
 
     @property
     def ephemeral(self) -> bool:
@@ -102,6 +105,24 @@ class FakeMessage:
     def custom_ids(self) -> list[str]:
         return [c["custom_id"] for row in self.components
                 for c in row.get("components", []) if "custom_id" in c]
+
+    def notified(self) -> set[str]:
+        """Who Discord would notify for this message: user ids, ``role:<id>``, ``everyone``.
+
+        Discord's rules: mentions in the text notify only as ``allowed_mentions`` permits;
+        without it every user, role and @everyone/@here mention in the text notifies.
+        """
+        allowed = self.allowed_mentions
+        parse = {"users", "roles", "everyone"} if allowed is None else set(allowed.get("parse", []))
+        users = set(re.findall(r"<@!?(\d+)>", self.content))
+        roles = set(re.findall(r"<@&(\d+)>", self.content))
+        out = set(users) if "users" in parse else users & {
+            str(u) for u in (allowed or {}).get("users", [])}
+        out |= {f"role:{r}" for r in roles if "roles" in parse or r in {
+            str(x) for x in (allowed or {}).get("roles", [])}}
+        if "everyone" in parse and re.search(r"@(everyone|here)\b", self.content):
+            out.add("everyone")
+        return out
 
     def upload(self, suffix: str) -> Upload:
         """The attachment whose file name ends with ``suffix``."""
@@ -120,6 +141,8 @@ class FakeInteraction:
     fake: FakeDiscord
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     expired: bool = False
+    payload: dict[str, Any] = field(default_factory=dict)
+    """The INTERACTION_CREATE data as dispatched (for :meth:`FakeDiscord.redeliver`)."""
 
     def messages(self) -> list[FakeMessage]:
         return [m for m in self.fake.messages.values() if m.interaction_id == self.id]
@@ -352,8 +375,13 @@ class FakeDiscord:
         }
         if message is not None:
             payload["message"] = self._message_payload(message)
+        interaction.payload = payload
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
+
+    async def redeliver(self, interaction: FakeInteraction) -> None:
+        """Send the same INTERACTION_CREATE again, as Discord does after a gateway resume."""
+        await self.dispatch("INTERACTION_CREATE", interaction.payload)
 
     async def slash(
         self, command: str, options: dict[str, Any] | None = None, *, user: FakeUser,
@@ -543,6 +571,7 @@ class FakeDiscord:
         msg = FakeMessage(self.snowflake(), channel_id, body.get("content") or "",
                           body.get("flags", 0) or 0, body.get("components") or [], uploads,
                           source, interaction.id if interaction else None)
+        msg.allowed_mentions = body.get("allowed_mentions")
         msg.history.append(msg.content)
         self.messages[msg.id] = msg
         return msg
@@ -614,6 +643,7 @@ class FakeDiscord:
         if "content" in body:
             msg.content = body["content"] or ""
             msg.history.append(msg.content)
+            msg.allowed_mentions = body.get("allowed_mentions")
         if "components" in body:
             msg.components = body["components"] or []
         if call.uploads:

@@ -106,3 +106,31 @@ def test_retention_sweep_deletes_only_old_tracks(config: Config) -> None:
     assert sweep_tracks(keep_all) == 0
     assert sweep_tracks(config) == 2
     assert not os.path.exists(old.path) and os.path.exists(new.path)
+
+
+@pytest.mark.parametrize("channels", [1, 2], ids=["mono", "stereo"])
+@pytest.mark.parametrize("fmt", ["mp3", "ogg", "wav", "flac"])
+def test_every_format_encodes_mono_and_stereo_at_the_default_bitrate(fmt: str,
+                                                                     channels: int) -> None:
+    # MusicGen models give mono (or stereo) 32 kHz; libvorbis refuses 192 kbps for mono
+    data, kbps = encode(tone(2.0, channels=channels), fmt, 10 * 1024 * 1024, 192)
+    segment = decode(data, fmt)
+    assert segment.channels == channels and segment.frame_rate == SR
+    assert segment.duration_seconds == pytest.approx(2.0, abs=0.08)
+    assert (kbps == 0) == (fmt in ("wav", "flac"))
+
+
+@pytest.mark.parametrize("channels", [1, 2], ids=["mono", "stereo"])
+@pytest.mark.parametrize("fmt", ["mp3", "ogg"])
+def test_lossy_formats_shrink_to_the_upload_limit(fmt: str, channels: int) -> None:
+    limit = 150_000  # 20 s at 192 kbps would be ~480 kB
+    data, kbps = encode(tone(20.0, channels=channels), fmt, limit, 192)
+    assert len(data) <= limit and kbps < 192
+    assert decode(data, fmt).duration_seconds == pytest.approx(20.0, abs=0.1)
+
+
+@pytest.mark.parametrize("channels", [1, 2], ids=["mono", "stereo"])
+def test_ogg_that_cannot_fit_is_refused_as_too_large(channels: int) -> None:
+    with pytest.raises(TrackTooLarge) as err:
+        encode(tone(30.0, channels=channels), "ogg", 5_000, 192)
+    assert "kbps" in err.value.user_message and "shorter" in err.value.user_message
