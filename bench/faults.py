@@ -20,6 +20,7 @@ import random
 import statistics
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from tests.process.harness import books, queue, rows, start_bot, states, wait_until, write_config
@@ -36,6 +37,15 @@ def _first_claim_after(folder: Path, since: float) -> float | None:
     return found[0]["t"] if found and found[0]["t"] is not None else None
 
 
+def _worker_started(out: Path) -> float | None:
+    """When the run's worker started (models loaded), from its log line."""
+    for line in out.read_text(errors="replace").splitlines():
+        if "generation worker started" in line:
+            stamp = line[:23]  # logging's asctime: 2026-11-23 18:53:42,123
+            return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50)
@@ -47,7 +57,7 @@ def main() -> None:
     write_config(folder)
     queue(folder, [(f"track {i}", rng.choice((1.0, 2.0, 3.0))) for i in range(args.jobs)])
 
-    kills, restarts_to_claim, began = 0, [], time.time()
+    kills, restarts_to_claim, ready_to_claim, began = 0, [], [], time.time()
     while kills < args.kills and not _settled(folder):
         if rng.random() < 0.6:
             rule = f"{rng.choice(POINTS)}#{rng.randint(1, 3)}"
@@ -61,8 +71,11 @@ def main() -> None:
             bot.kill()
         kills += 1
         claimed = _first_claim_after(folder, bot.started)
+        ready = _worker_started(bot.out)
         if claimed is not None:
             restarts_to_claim.append(claimed - bot.started)
+            if ready is not None and claimed >= ready:
+                ready_to_claim.append(claimed - ready)
 
     final = start_bot(folder)
     wait_until(lambda: _settled(folder), 900, every=0.5)

@@ -14,6 +14,8 @@ import re
 import sys
 import warnings
 
+from bot import log_redaction
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 NOISY_LOGGERS = ("audiocraft", "discord", "slack_bolt", "slack_sdk", "aiohttp.access")
@@ -67,6 +69,7 @@ def configure_logging(level: str) -> None:
     for handler in root.handlers:
         if not any(isinstance(f, UnactionableFilter) for f in handler.filters):
             handler.addFilter(UnactionableFilter())
+    log_redaction.install()  # no bearer URL, token or outside request body, at any level
     quiet = max(logging.WARNING, root.level)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(quiet)

@@ -111,6 +111,7 @@ class Worker:
         self._shutdown.clear()
         self._wake.clear()
         self._task = asyncio.create_task(self._run(), name="generation-worker")
+        log.info("generation worker started")
 
     async def stop(self) -> None:
         """Stop the loop. A generation in progress is abandoned and its jobs re-queued.

@@ -20,6 +20,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot import log_redaction
 from bot.config import Config
 from bot.core.errors import ConfigError, DeliveryError, MusicBotError
 from bot.core.models import (
@@ -33,7 +34,7 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
-from bot.platforms import log_redaction, render
+from bot.platforms import render
 from bot.platforms.discord_buttons import DYNAMIC_ITEMS, result_view, send_ephemeral, status_view
 from bot.platforms.discord_commands import build_commands
 from bot.platforms.discord_send import (
@@ -102,7 +103,6 @@ class DiscordFrontend:
         """Latest event of a job whose status message is not posted yet."""
         self._last_edit: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
-        self._undelivered: set[int] = set()
         """Jobs whose upload failed here: a later failure is a delivery failure."""
 
     # ------------------------------------------------------------------ lifecycle
@@ -267,7 +267,7 @@ class DiscordFrontend:
     async def _show(self, event: JobEvent, message_id: int) -> None:
         self._last_edit[event.job.id] = self.clock()
         view = None if event.kind in TERMINAL_EVENTS else status_view(event.job.id)
-        text = render.event_text(event, DISCORD, at_delivery=event.job.id in self._undelivered)
+        text = render.event_text(event, DISCORD)
         await self._sender().edit(event.job.destination, message_id, text, view)
 
     async def deliver(self, job: Job, track: Track) -> None:
@@ -276,14 +276,6 @@ class DiscordFrontend:
         Raises:
             DeliveryError: the file does not fit or Discord refused it (retryable on 429/5xx).
         """
-        try:
-            await self._upload(job, track)
-        except Exception:
-            self._undelivered.add(job.id)
-            raise
-        self._undelivered.discard(job.id)  # a retry got through
-
-    async def _upload(self, job: Job, track: Track) -> None:
         if not self.running:
             raise DeliveryError("the Discord connection is not running")
         limit = job.destination.upload_limit
@@ -337,7 +329,6 @@ class DiscordFrontend:
     def _forget(self, job_id: int) -> None:
         for table in (self._refs, self._unshown, self._last_edit, self._locks):
             table.pop(job_id, None)
-        self._undelivered.discard(job_id)
 
     # ------------------------------------------------------------------ errors
     async def on_tree_error(

@@ -90,12 +90,8 @@ def charged_text(receipt: Receipt) -> str:
             f"your balance is now **{receipt.balance}** tokens.")
 
 
-def event_text(event: JobEvent, dialect: Dialect = PLAIN, *, at_delivery: bool = False) -> str:
-    """Status text for a job event (progress edits, failures, cancellations).
-
-    ``at_delivery``: the frontend saw its upload of this job's track fail (see
-    :func:`failure_text`).
-    """
+def event_text(event: JobEvent, dialect: Dialect = PLAIN) -> str:
+    """Status text for a job event (progress edits, failures, cancellations)."""
     job = event.job
     head = f"Job #{job.id} · {describe_request(job, dialect)}"
     match event.kind.value:
@@ -109,23 +105,22 @@ def event_text(event: JobEvent, dialect: Dialect = PLAIN, *, at_delivery: bool =
         case "done":
             return f"✅ {head}\nDone."
         case "failed":
-            return f"❌ {head}\n{failure_text(event, dialect, at_delivery=at_delivery)}"
+            return f"❌ {head}\n{failure_text(event, dialect)}"
         case "cancelled":
             return f"🛑 {head}\nCancelled. Refunded **{event.refunded}** tokens."
         case "undelivered":
-            reason = (event.message or "the platform refused the upload").rstrip(".")
-            return (f"📦 {head}\nYour track is made, but I could not post it here: {reason}. "
-                    f"Get it with `/track {job.id}` — it is kept for you.")
+            reason = dialect.escape((event.message or "the platform refused the upload")
+                                    .rstrip("."))
+            return (f"📦 {head}\nThe track was made but could not be delivered here: {reason}. "
+                    f"Get it with `/track {job.id}` — it is kept for you, no tokens lost.")
     return head  # pragma: no cover - every kind is matched above
 
 
-def failure_text(event: JobEvent, dialect: Dialect = PLAIN, *, at_delivery: bool = False) -> str:
-    """Why a job failed; a rendered track that could not be handed over is a delivery
-    failure, not a generation failure (the member should fix the channel, not the prompt)."""
+def failure_text(event: JobEvent, dialect: Dialect = PLAIN) -> str:
+    """Why a job failed before its track existed (a made track that the platform refused
+    is an ``undelivered`` event instead: the member fixes the channel, not the prompt)."""
     reason = dialect.escape((event.message or "the generation failed").rstrip("."))
     refund = f" Refunded **{event.refunded}** tokens." if event.refunded else ""
-    if at_delivery or event.job.track_path:
-        return f"The track was made but could not be delivered: {reason}.{refund}"
     return f"Generation failed: {reason}.{refund}"
 
 

@@ -23,6 +23,7 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import log_redaction
 from bot.config import Config
 from bot.core.errors import ConfigError, MusicBotError
 from bot.core.models import (
@@ -36,7 +37,7 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
-from bot.platforms import log_redaction, render
+from bot.platforms import render
 from bot.platforms.slack_api import (
     INVITE_HINT,
     NETWORK_ERRORS,
@@ -105,7 +106,6 @@ class SlackFrontend:
         self._last_edit: dict[int, float] = {}
         self._status_ts: dict[int, str] = {}
         self._quiet: set[int] = set()
-        self._undelivered: set[int] = set()
         """Jobs whose upload failed here: a later failure is a delivery failure."""
         self._admins: dict[str, tuple[bool, float]] = {}
         self._socket: AsyncSocketModeHandler | None = None
@@ -342,8 +342,7 @@ class SlackFrontend:
                                   EventKind.UNDELIVERED)
         if not terminal and not self._edit_due(job.id):
             return
-        text = mrkdwn(render.event_text(event, SLACK,
-                                        at_delivery=job.id in self._undelivered))
+        text = mrkdwn(render.event_text(event, SLACK))
         ts = job.destination.status_ref or self._status_ts.get(job.id)
         quiet = job.id in self._quiet  # the member was already told (see _undo)
         if terminal:
@@ -363,12 +362,7 @@ class SlackFrontend:
         Raises:
             DeliveryError: Slack refused or could not be reached (retryable when it may pass).
         """
-        try:
-            await upload_track(self.app.client, job, track, self._result_blocks(job, track))
-        except Exception:
-            self._undelivered.add(job.id)
-            raise
-        self._undelivered.discard(job.id)  # a retry got through
+        await upload_track(self.app.client, job, track, self._result_blocks(job, track))
 
     def _result_blocks(self, job: Job, track: Track) -> list[dict[str, Any]]:
         return result_blocks(job, track, render.extend_label(self.config, job))
@@ -385,7 +379,6 @@ class SlackFrontend:
         self._last_edit.pop(job_id, None)
         self._status_ts.pop(job_id, None)
         self._quiet.discard(job_id)
-        self._undelivered.discard(job_id)
 
     async def _tell_owner(self, job: Job, text: str) -> None:
         dest = job.destination

@@ -433,15 +433,17 @@ async def test_a_refused_upload_says_what_to_fix_not_generation_failed(world: Di
     world.fake.fail_next("POST", r"^/channels/\d+/messages$", 403)
     await world.app.worker.start()
 
-    await world.fake.wait_for(lambda: "❌" in status.content)
+    await world.fake.wait_for(lambda: "📦" in status.content)
 
     assert "Generation failed" not in status.content
     assert "The track was made but could not be delivered" in status.content
     assert "ask an admin to give me the Attach Files and Send Messages permissions" in (
         status.content)
     assert "403" not in status.content
-    assert f"Refunded **{PRICE_2S}** tokens" in status.content
-    assert await world.say("balance") == f"Your balance: **{STARTING_BALANCE}** tokens."
+    job = job_id_of(status)
+    assert f"/track {job}" in status.content  # the track is kept: no refund, /track gets it
+    assert await world.say("balance") == (
+        f"Your balance: **{STARTING_BALANCE - PRICE_2S}** tokens.")
 
 
 async def test_a_redelivered_interaction_logs_one_info_line_and_charges_once(
