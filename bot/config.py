@@ -116,6 +116,11 @@ class GenerationConfig:
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     max_batch: int = 4
+    """Slots: how many jobs one model decodes together (continuous batching: a finished job's
+    slot is taken by the next queued one at the next step)."""
+    kv_budget_mib: float = 0.0
+    """Attention-cache memory the slots may hold together, in MiB; a job waits when its cache
+    would not fit. 0 = automatic: half the GPU's free memory at start-up, no cap on CPU."""
     job_timeout_s: float = 900.0
     max_attempts: int = 2
     extend_stride_s: float = 18.0
@@ -399,6 +404,8 @@ def validate(config: Config) -> None:
          "must be positive"),
         (_valid_device(config.generation.device), "generation.device",
          "must be auto, cpu, cuda or cuda:N"),
+        (config.generation.kv_budget_mib >= 0, "generation.kv_budget_mib",
+         "must be 0 (automatic) or more"),
         (3 <= config.generation.lease_s <= 3600, "generation.lease_s", "must be 3..3600"),
         (config.generation.max_crashes >= 1, "generation.max_crashes", "must be at least 1"),
         (0.05 <= config.generation.poll_s <= 10, "generation.poll_s", "must be 0.05..10"),
