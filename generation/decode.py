@@ -251,11 +251,15 @@ class SlotDecoder:
         """Advance every slot by one sequence position in one batched forward pass."""
         if not slots:
             return
-        ids = torch.stack([s.seq[:, s.pos : s.pos + 1] for s in slots])  # [n, K, 1]
-        logits = self._forward(ids, slots)
-        tokens = self._sample(logits, slots)
+        tokens = self._sample(self.logits(slots), slots)
         for slot, row in zip(slots, tokens, strict=True):
             slot.accept(row, 1)
+
+    @torch.inference_mode()
+    def logits(self, slots: list[Slot]) -> torch.Tensor:
+        """Guided logits ``[n, K, card]`` of each slot's next step, without advancing it."""
+        ids = torch.stack([s.seq[:, s.pos : s.pos + 1] for s in slots])  # [n, K, 1]
+        return self._forward(ids, slots)
 
     # -- the forward pass ----------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, slots: list[Slot]) -> torch.Tensor:
@@ -276,11 +280,11 @@ class SlotDecoder:
                 x = torch.cat([x, x.new_zeros((MIN_ROWS - rows, steps, spec.dim))])
             for index, layer in enumerate(transformer.layers):
                 x = self._layer(layer, index, x, slots)
-            out = x[:rows, -1]
+            out = x[:, -1]  # padding rows stay until the last matmul (see MIN_ROWS)
             if lm.out_norm is not None:
                 out = lm.out_norm(out)
             logits = torch.stack([lm.linears[k](out) for k in range(spec.n_q)], dim=1)
-        logits = logits.float()
+        logits = logits[:rows].float()
         cond, uncond = logits[0::2], logits[1::2]
         coef = torch.tensor([s.sampling.cfg_coef for s in slots], device=logits.device)
         return uncond + (cond - uncond) * coef[:, None, None]

@@ -89,6 +89,27 @@ def test_greedy_equality_on_the_musicgen_small_architecture() -> None:
 
 
 # -- (b) same seed, same audio --------------------------------------------------------------------
+def test_a_rows_logits_are_bitwise_the_same_alone_and_batched() -> None:
+    # The root of seed invariance: batch-mates (other lengths, steps, prompts, settings) do not
+    # change a single bit of a row's logits. Without the 4-row floor of the matmuls this fails.
+    model = small_musicgen()
+    decoder = SlotDecoder(model)
+
+    def slot(text: str, frames: int, steps: int, prompt: bool = False):
+        attributes, _ = model._prepare_tokens_and_attributes([text], None)
+        codes = torch.randint(0, 64, (4, 5)) if prompt else None
+        s = decoder.open(decoder.condition(attributes[0]), Sampling(1.0, 0, 0.0, 2.0),
+                         make_generator(len(text), "cpu"), frames, codes)
+        for _ in range(steps):
+            decoder.step([s])
+        return s
+
+    target = slot("deep house", 40, 7)
+    alone = decoder.logits([target])
+    mates = [slot("rock", 30, 2), target, slot("jazz", 60, 11, prompt=True)]
+    assert torch.equal(decoder.logits(mates)[1], alone[0])
+
+
 def test_same_seed_same_audio_alone_and_in_a_mixed_batch(batcher: ContinuousBatcher) -> None:
     job = request(42, "lofi beat", 1.5, temperature=0.9, top_k=50)
     alone = batcher.submit(job).result(timeout=120).samples
