@@ -29,6 +29,7 @@ import torch
 from bench.common import percentile
 from bench.throughput import MODEL_KEY, build_model
 from bot.core.models import GenerationParams
+from generation import decode
 from generation.audio import Audio
 from generation.batcher import ContinuousBatcher
 from generation.engine import Engine, GenerationRequest, without_onednn
@@ -123,7 +124,10 @@ def main() -> None:
     parser.add_argument("--min-s", type=float, default=0.5)
     parser.add_argument("--max-s", type=float, default=2.0)
     parser.add_argument("--identical", type=int, default=8, help="jobs in scenario 3 (0: skip)")
+    parser.add_argument("--mkl", action="store_true",
+                        help="batcher uses MKL sgemm like audiocraft (not oneDNN)")
     args = parser.parse_args()
+    decode.ONEDNN_LINEAR = not args.mkl
 
     model = build_model()
     engine = Engine(model, MODEL_KEY, "cpu", noise=True)
@@ -135,7 +139,8 @@ def main() -> None:
     print(f"queue: {args.jobs} jobs, {audio_s:.1f} audio-s, lengths {args.min_s}-{args.max_s} s, "
           f"{sum(r.continue_audio is not None for r in queue)} extensions, "
           f"{sum(r.params.top_k != 250 or r.params.cfg_coef != 3.0 for r in queue)} "
-          f"with own sampling; {args.slots} slots")
+          f"with own sampling; {args.slots} slots; batcher matmuls: "
+          f"{'MKL' if args.mkl else 'oneDNN'}")
     engine.generate([GenerationParams("warm-up", 0.2, MODEL_KEY, 0)])  # first-call costs
     run_batcher(engine, queue[:1], args.slots, [0.0])
 

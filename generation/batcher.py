@@ -134,7 +134,8 @@ class ContinuousBatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join()
+        if threading.current_thread() is not self._thread:  # a callback may close us
+            self._thread.join()
 
     # -- admission -----------------------------------------------------------------------------
     def _bytes_for(self, request: GenerationRequest) -> int:

@@ -25,7 +25,7 @@ from generation.audio import Audio
 from generation.batcher import ContinuousBatcher
 from generation.decode import Sampling, SlotDecoder, make_generator
 from generation.engine import Engine, GenerationRequest
-from generation.errors import GenerationError, GenerationStopped
+from generation.errors import GenerationError, GenerationOutOfMemory, GenerationStopped
 from tests.generation.conftest import MAX_DURATION
 
 GREEDY = {"top_k": 1}
@@ -240,3 +240,31 @@ def test_close_fails_waiting_jobs(engine: Engine) -> None:
     for future in (running, waiting):
         with pytest.raises(GenerationError):
             future.result(timeout=5)
+
+
+def test_fault_at_a_jobs_first_step_fails_only_that_job(engine: Engine,
+                                                        batcher: ContinuousBatcher) -> None:
+    def hook(requests: list[GenerationRequest]) -> None:
+        if requests[0].params.seed == 13:
+            raise torch.OutOfMemoryError("simulated")
+
+    engine.fault_hook = hook
+    doomed = batcher.submit(request(13))
+    fine = batcher.submit(request(14))
+    with pytest.raises(GenerationOutOfMemory):
+        doomed.result(timeout=60)
+    assert fine.result(timeout=60).duration_s == pytest.approx(1.0)
+
+
+def test_a_stopped_waiting_job_never_starts(engine: Engine) -> None:
+    batcher = ContinuousBatcher(engine, slots=1, kv_budget_mib=None)
+    try:
+        started: list[float] = []
+        first = batcher.submit(request(1, duration=2.0))
+        queued = batcher.submit(request(2), on_progress=started.append, should_stop=lambda: True)
+        with pytest.raises(GenerationStopped):
+            queued.result(timeout=60)
+        assert started == []
+        first.result(timeout=60)
+    finally:
+        batcher.close()
