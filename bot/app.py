@@ -73,6 +73,7 @@ class App:
             if worker:
                 self.recovery_report = await self.service.recovery.recover()
                 self._spawn(self._recover_periodically(), "recovery")
+                await self.worker.warm_up()  # no cold start for the first member
                 await self.worker.start()
             for frontend in self.frontends:
                 if hasattr(frontend, "start"):

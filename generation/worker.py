@@ -1,32 +1,36 @@
 """The generation worker: one long-lived asyncio task that turns queued jobs into tracks.
 
-It wakes on ``port.work_available`` or every ``generation.poll_s`` (so no wake-up depends on
-one event being set at the right moment: a restart, another process's job), claims up to
-``generation.max_batch`` compatible jobs under this process's lease (the core picks them
-fairly and by ``batch_key``), runs ``Engine.generate`` for the whole batch in a dedicated
-thread, forwards throttled progress to the event loop, encodes each result and hands it to
-``port.rendered``. Its part ends there: delivery is the core's outbox, off the GPU path.
+Continuous batching: each loaded model has a :class:`~generation.batcher.ContinuousBatcher`
+with ``generation.max_batch`` slots. Whenever a slot is free the worker claims that many
+queued jobs of that model (any length, sampling settings, extensions) under this process's
+lease and submits them; the batcher's decode thread advances every running job by one step at
+a time, and a finished job's slot goes to the next one at the next step. Each job is then
+encoded and handed to ``port.rendered`` on its own, as soon as it is done; delivery is the
+core's outbox, off the GPU path.
 
-Every claimed job leaves :meth:`Worker._process` through exactly one of ``rendered``,
-``fail``, ``release`` or ``finish_cancelled`` (the core does the refunds), and those calls are
-shielded from task cancellation, so a shutdown cannot strand a charged job in ``running``.
+The worker wakes on ``port.work_available``, when a job ends, or every ``generation.poll_s``
+(so no wake-up depends on one event being set at the right moment). Every claimed job leaves
+:meth:`Worker._run_job` through exactly one of ``rendered``, ``fail``, ``release`` or
+``finish_cancelled`` (the core does the refunds), shielded from task cancellation, so a
+shutdown cannot strand a charged job in ``running``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import torch
 
 from bot.config import Config
 from bot.core.errors import MusicBotError
-from bot.core.models import Job
+from bot.core.models import GenerationParams, Job
 from bot.core.ports import WorkerPort
 from generation.audio import Audio, load_track, store_track
+from generation.batcher import ContinuousBatcher
 from generation.engine import Engine, GenerationRequest
 from generation.errors import (
     GenerationError,
@@ -37,41 +41,34 @@ from generation.errors import (
 
 log = logging.getLogger(__name__)
 
-BATCH_REGROW_AFTER = 20
-"""Clean batches after an out-of-memory split before the batch cap grows by one again."""
+SLOTS_REGROW_AFTER = 20
+"""Clean jobs after an out-of-memory before a model's slot cap grows by one again."""
 
 EngineSource = Mapping[str, Engine] | Callable[[str], Engine]
 
 
 @dataclass
-class _Control:
-    """Shared between the event loop and the generating thread for one batch.
+class _Stop:
+    """Why a job's generation should end now; read on the decode thread at every step."""
 
-    ``should_stop`` runs on the generating thread at every decoding step; it records why it
-    asked audiocraft to stop so the loop side can settle each job accordingly.
-    """
-
-    jobs: Sequence[Job]
-    service: WorkerPort
+    job_id: int
+    port: WorkerPort
     deadline: float
-    shutdown: threading.Event
+    shutdown: asyncio.Event
     reason: str | None = None
-    cancelled: set[int] = field(default_factory=set)
 
-    def should_stop(self) -> bool:
+    def __call__(self) -> bool:
         if self.shutdown.is_set():
             self.reason = "shutdown"
         elif time.monotonic() > self.deadline:
             self.reason = "timeout"
-        else:
-            self.cancelled = {j.id for j in self.jobs if self.service.cancel_requested(j.id)}
-            if self.cancelled:
-                self.reason = "cancel"
+        elif self.port.cancel_requested(self.job_id):
+            self.reason = "cancel"
         return self.reason is not None
 
 
 class Worker:
-    """Runs queued jobs through the engine(s) and reports back to the service.
+    """Runs queued jobs through continuous batchers and reports back to the core.
 
     ``engines`` maps a catalogue key (``job.params.model``) to a loaded :class:`Engine`, or is
     a callable doing the same (it may raise :class:`GenerationError` for unknown models).
@@ -89,16 +86,16 @@ class Worker:
         self.engines = engines
         self.config = config
         self.platforms = platforms
+        self._batchers: dict[str, ContinuousBatcher] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._alone: dict[str, int] = {}
+        """Model key → the suspect job (one that was running at a crash) it runs by itself."""
+        self._slot_cap: dict[str, int] = {}
+        self._clean: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._shutdown = threading.Event()
-        self._wake = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
-        self._drain_lock = asyncio.Lock()
+        self._shutdown = asyncio.Event()
+        self._changed = asyncio.Event()
         self._progress_tasks: set[asyncio.Task[None]] = set()
-        self.batch_limit = config.generation.max_batch
-        """Current batch cap: halved on out-of-memory, grown back by one after
-        ``BATCH_REGROW_AFTER`` clean batches (memory use may have been a passing peak)."""
-        self._clean_batches = 0
         self.jobs_done = 0
         """Job attempts this worker ended (rendered, failed or cancelled; re-queues excluded)."""
 
@@ -109,25 +106,23 @@ class Worker:
         if self._task is not None and not self._task.done():
             return
         self._shutdown.clear()
-        self._wake.clear()
         self._task = asyncio.create_task(self._run(), name="generation-worker")
         log.info("generation worker started")
 
     async def stop(self) -> None:
-        """Stop the loop. A generation in progress is abandoned and its jobs re-queued.
-
-        A batch that already finished generating is still encoded and delivered first.
-        """
+        """Stop: generations in progress are abandoned and their jobs re-queued (no attempt
+        spent); a job whose generation already finished is still encoded and rendered."""
         self._shutdown.set()
-        self._wake.set()
+        self._changed.set()
         if self._task is not None:
             try:
                 await self._task
             finally:
                 self._task = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        await self._drain_running()
+        for batcher in self._batchers.values():
+            await asyncio.to_thread(batcher.close)
+        self._batchers.clear()
 
     @property
     def running(self) -> bool:
@@ -138,89 +133,158 @@ class Worker:
         if not self.running:
             self._shutdown.clear()  # a stopped worker can still be drained by hand
         before = self.jobs_done
-        await self._drain()
+        while await self._fill() or self._running:
+            await self._wait_for_change(timeout=None)
         await self._flush_progress()
         return self.jobs_done - before
 
+    async def warm_up(self) -> None:
+        """Make one short track per model before members wait for one: the first call's
+        kernel set-up is paid here (no cold start) and the ETA has a measured speed."""
+        for key, engine in self._known_engines().items():
+            request = GenerationRequest(GenerationParams("warm-up", 1.0, key, 0))
+            started = time.perf_counter()
+            await asyncio.wrap_future(self._batcher(key, engine).submit(request))
+            self.service.record_speed(1.0, time.perf_counter() - started, 1)
+
     async def _run(self) -> None:
         while not self._shutdown.is_set():
-            await self._wait_for_work()
-            if self._shutdown.is_set():
-                break
             try:
-                await self._drain()
-            except Exception:  # never let one bad batch kill the loop
+                claimed = await self._fill()
+            except Exception:  # never let one bad claim kill the loop
                 log.exception("generation worker loop error")
-                await asyncio.sleep(1.0)
+                claimed = 0
+            if not claimed:
+                await self._wait_for_change(timeout=self.config.generation.poll_s)
 
-    async def _wait_for_work(self) -> None:
-        """Until this process queues a job, shutdown, or the poll interval passes."""
+    async def _wait_for_change(self, timeout: float | None) -> None:
+        """Until a job ends, this process queues one, shutdown, or ``timeout``."""
         work = asyncio.ensure_future(self.service.work_available.wait())
-        wake = asyncio.ensure_future(self._wake.wait())
+        changed = asyncio.ensure_future(self._changed.wait())
         try:
-            await asyncio.wait({work, wake}, timeout=self.config.generation.poll_s,
+            await asyncio.wait({work, changed}, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             work.cancel()
-            wake.cancel()
+            changed.cancel()
+        self._changed.clear()
 
-    async def _drain(self) -> None:
-        async with self._drain_lock:
-            while not self._shutdown.is_set():
-                # Clear before claiming: a job queued after the claim sets it again.
-                self.service.work_available.clear()
-                # A read first: an idle poll must not take the database's write lock.
-                if not await self.service.has_queued():
-                    return
-                jobs = await self.service.claim(self.batch_limit, self.platforms)
-                if not jobs:
-                    return
-                await self._process(jobs)
+    # ------------------------------------------------------------------ claiming
 
-    # ------------------------------------------------------------------ one batch
+    async def _fill(self) -> int:
+        """Claim jobs for every free slot of every loaded model; returns how many."""
+        if self._shutdown.is_set():
+            return 0
+        self.service.work_available.clear()  # before the read: a later queue sets it again
+        if not await self.service.has_queued():
+            return 0
+        if callable(self.engines):
+            return await self._claim_any_model()
+        claimed = 0
+        for key, engine in self.engines.items():
+            free = self._free_slots(key, engine)
+            if free > 0:
+                jobs = await self.service.claim(free, self.platforms, batch_key=key,
+                                                alone=not self._running_of(key))
+                self._launch(jobs, key)
+                claimed += len(jobs)
+        return claimed + await self._refuse_unloaded()
 
-    async def _process(self, jobs: list[Job]) -> None:
-        """Generate, encode and settle one claimed batch."""
+    async def _refuse_unloaded(self) -> int:
+        """A queued job for a model this bot has not loaded (the config changed since it was
+        queued) would wait forever: claim it and let it fail with a refund."""
+        jobs = await self.service.claim(1, self.platforms, exclude=tuple(self.engines))
+        for job in jobs:
+            self._running[job.id] = asyncio.create_task(
+                self._run_job(job, job.params.model), name=job.params.model)
+        return len(jobs)
+
+    def _launch(self, jobs: list[Job], key: str) -> None:
+        for job in jobs:
+            if job.crashes:
+                self._alone[key] = job.id
+            self._running[job.id] = asyncio.create_task(self._run_job(job, key), name=key)
+
+    def _free_slots(self, key: str, engine: Engine) -> int:
+        if key in self._alone:
+            return 0  # a suspect job runs by itself
+        batcher = self._batcher(key, engine)
+        cap = self._slot_cap.get(key, self.config.generation.max_batch)
+        return min(batcher.free_slots, cap - len(self._running_of(key)))
+
+    def _running_of(self, key: str) -> list[int]:
+        return [job_id for job_id, task in self._running.items() if task.get_name() == key]
+
+    async def _claim_any_model(self) -> int:
+        """With an engine *function*, models load on demand: one job at a time, any model."""
+        if self._running:
+            return 0
+        jobs = await self.service.claim(1, self.platforms)
+        for job in jobs:
+            self._launch([job], job.params.model)
+        return len(jobs)
+
+    def _known_engines(self) -> Mapping[str, Engine]:
+        return {} if callable(self.engines) else self.engines
+
+    def _batcher(self, key: str, engine: Engine) -> ContinuousBatcher:
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = ContinuousBatcher(engine, slots=self.config.generation.max_batch,
+                                        kv_budget_mib=_kv_budget(self.config, engine))
+            self._batchers[key] = batcher
+        return batcher
+
+    # ------------------------------------------------------------------ one job
+
+    async def _run_job(self, job: Job, key: str) -> None:
         try:
-            engine = self._engine_for(jobs[0])
-            requests = [await self._request(job) for job in jobs]
+            await self._settle(self._generate_and_store(job, key))
+        finally:
+            self._running.pop(job.id, None)
+            if self._alone.get(key) == job.id:
+                del self._alone[key]
+            self._changed.set()
+
+    async def _generate_and_store(self, job: Job, key: str) -> None:
+        try:
+            engine = self._engine_for(key)
+            request = await self._request(job)
         except Exception as exc:
             if not isinstance(exc, MusicBotError):
-                log.exception("preparing jobs %s failed", [j.id for j in jobs])
+                log.exception("preparing job %d failed", job.id)
             message = exc.user_message if isinstance(exc, MusicBotError) else (
                 "the bot could not prepare this job")
-            await self._settle(self._fail_all(jobs, message, retryable=False))
+            await self._count(self.service.fail(job.id, message, retryable=False))
             return
-        control = _Control(jobs, self.service,
-                           time.monotonic() + self.config.generation.job_timeout_s,
-                           self._shutdown)
+        stop = _Stop(job.id, self.service, time.monotonic() + self.config.generation.job_timeout_s,
+                     self._shutdown)
+        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            audios = await self._generate(engine, requests, jobs, control)
+            future = self._batcher(key, engine).submit(
+                request, on_progress=self._progress_forwarder(loop, job), should_stop=stop)
+            audio = await asyncio.wrap_future(future)
         except GenerationStopped:
-            await self._settle(self._after_stop(jobs, control))
+            await self._after_stop(job, stop)
             return
         except GenerationOutOfMemory:
-            await self._settle(self._after_oom(jobs))
+            await self._after_oom(job, key)
             return
         except GenerationError as exc:
-            await self._settle(self._fail_all(jobs, exc.user_message, retryable=False))
+            await self._count(self.service.fail(job.id, exc.user_message, retryable=False))
             return
         except Exception:
-            log.exception("generation of jobs %s crashed", [j.id for j in jobs])
-            await self._settle(self._fail_all(jobs, "the music model hit an internal error",
-                                              retryable=False))
+            log.exception("generation of job %d crashed", job.id)
+            await self._count(self.service.fail(job.id, "the music model hit an internal error"))
             return
+        self._grow_slots(key)
+        self.service.record_speed(request.new_seconds, time.perf_counter() - started,
+                                  max(1, len(self._running_of(key))))
         await self._flush_progress()
-        self._grow_batch_limit()
-        wall = time.perf_counter() - started
-        self.service.record_speed(jobs[0].params.duration, wall, len(jobs))
-        await self._settle(asyncio.gather(*(
-            self._store(job, audio, engine) for job, audio in zip(jobs, audios, strict=True)
-        )))
+        await self._store(job, audio, engine)
 
-    def _engine_for(self, job: Job) -> Engine:
-        key = job.params.model
+    def _engine_for(self, key: str) -> Engine:
         if callable(self.engines):
             return self.engines(key)
         engine = self.engines.get(key)
@@ -245,24 +309,10 @@ class Worker:
         return GenerationRequest(params, continue_audio=previous,
                                  duration_s=params.duration + faded)
 
-    async def _generate(
-        self, engine: Engine, requests: list[GenerationRequest], jobs: list[Job],
-        control: _Control,
-    ) -> list[Audio]:
-        loop = asyncio.get_running_loop()
-        on_progress = self._progress_forwarder(loop, jobs)
-        if self._executor is None:
-            # One thread: the model serves one call at a time anyway, and a dedicated
-            # thread keeps encodes (default executor) from queueing behind it.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen")
-        return await loop.run_in_executor(
-            self._executor, engine.generate, requests, on_progress, control.should_stop
-        )
-
     def _progress_forwarder(
-        self, loop: asyncio.AbstractEventLoop, jobs: list[Job]
+        self, loop: asyncio.AbstractEventLoop, job: Job
     ) -> Callable[[float], None]:
-        """A thread-side callback that posts at most one progress update per interval."""
+        """A decode-thread callback that posts at most one progress update per interval."""
         interval = self.config.generation.progress_interval_s
         last = [float("-inf")]
 
@@ -271,15 +321,14 @@ class Worker:
             if now - last[0] < interval and fraction < 1.0:
                 return
             last[0] = now
-            loop.call_soon_threadsafe(self._post_progress, jobs, fraction)
+            loop.call_soon_threadsafe(self._post_progress, job, fraction)
 
         return forward
 
-    def _post_progress(self, jobs: list[Job], fraction: float) -> None:
-        for job in jobs:
-            task = asyncio.create_task(self.service.report_progress(job, fraction))
-            self._progress_tasks.add(task)
-            task.add_done_callback(self._progress_tasks.discard)
+    def _post_progress(self, job: Job, fraction: float) -> None:
+        task = asyncio.create_task(self.service.report_progress(job, fraction))
+        self._progress_tasks.add(task)
+        task.add_done_callback(self._progress_tasks.discard)
 
     async def _flush_progress(self) -> None:
         """Let queued progress reports land before a job's final event (keeps them ordered)."""
@@ -303,46 +352,47 @@ class Worker:
 
     # ------------------------------------------------------------------ settling
 
-    async def _after_stop(self, jobs: list[Job], control: _Control) -> None:
+    async def _after_stop(self, job: Job, stop: _Stop) -> None:
         await self._flush_progress()
-        if control.reason == "timeout":
+        if stop.reason == "timeout":
             limit = self.config.generation.job_timeout_s
-            await self._fail_all(jobs, f"it took longer than the {limit:g} s limit",
-                                 retryable=True)
-            return
-        cancelled = [j for j in jobs if j.id in control.cancelled]
-        for job in cancelled:
+            await self._count(self.service.fail(
+                job.id, f"it took longer than the {limit:g} s limit", retryable=True))
+        elif stop.reason == "cancel":
             await self._count(self.service.finish_cancelled(job.id))
-        others = [j.id for j in jobs if j.id not in control.cancelled]
-        if others:
-            # Batch-mates of a cancelled job, or everything on shutdown: back in the queue,
-            # no attempt used, nothing charged or refunded.
-            await self.service.release(others)
+        else:  # shutdown: back in the queue, no attempt used, nothing charged or refunded
+            await self.service.release([job.id])
 
-    async def _after_oom(self, jobs: list[Job]) -> None:
+    async def _after_oom(self, job: Job, key: str) -> None:
+        """Out of memory: a job that shared the batch goes back to the queue and the model's
+        slot cap halves; a job alone fails (it cannot fit at all)."""
         await self._flush_progress()
-        if len(jobs) == 1:
-            await self._fail_all(jobs, "the model ran out of memory", retryable=False)
+        mates = len(self._running_of(key))
+        if mates <= 1:
+            await self._count(self.service.fail(job.id, "the model ran out of memory",
+                                                retryable=False))
             return
-        half = len(jobs) // 2
-        # Remember the smaller size, or the next claim would take the same big batch again.
-        self.batch_limit = max(1, min(self.batch_limit, half))
-        self._clean_batches = 0
-        first, rest = jobs[:half], jobs[half:]
-        log.warning("out of memory with %d jobs; retrying %d, re-queueing %d",
-                    len(jobs), len(first), len(rest))
-        await self.service.release([j.id for j in rest])
-        await self._process(first)
+        cap = self._slot_cap.get(key, self.config.generation.max_batch)
+        self._slot_cap[key] = max(1, min(cap, mates) // 2)
+        self._clean[key] = 0
+        log.warning("out of memory with %d jobs of %s; slots now %d", mates, key,
+                    self._slot_cap[key])
+        await self.service.release([job.id])
 
-    def _grow_batch_limit(self) -> None:
-        self._clean_batches += 1
-        if self._clean_batches >= BATCH_REGROW_AFTER:
-            self._clean_batches = 0
-            self.batch_limit = min(self.config.generation.max_batch, self.batch_limit + 1)
+    def _grow_slots(self, key: str) -> None:
+        if key not in self._slot_cap:
+            return
+        self._clean[key] = self._clean.get(key, 0) + 1
+        if self._clean[key] >= SLOTS_REGROW_AFTER:
+            self._clean[key] = 0
+            self._slot_cap[key] += 1
+            if self._slot_cap[key] >= self.config.generation.max_batch:
+                del self._slot_cap[key]
 
-    async def _fail_all(self, jobs: Sequence[Job], message: str, *, retryable: bool) -> None:
-        for job in jobs:
-            await self._count(self.service.fail(job.id, message, retryable=retryable))
+    async def _drain_running(self) -> None:
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+        await self._flush_progress()
 
     async def _count(self, settled: Awaitable[Job]) -> None:
         await settled
@@ -352,3 +402,13 @@ class Worker:
     async def _settle(work: Awaitable[object]) -> None:
         """Run the bookkeeping to the end even if our task is cancelled meanwhile."""
         await asyncio.shield(asyncio.ensure_future(work))
+
+
+def _kv_budget(config: Config, engine: Engine) -> float | None:
+    """``generation.kv_budget_mib``, or automatic: half the GPU's free memory, none on CPU."""
+    if config.generation.kv_budget_mib > 0:
+        return config.generation.kv_budget_mib
+    if engine.device.startswith("cuda") and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info(torch.device(engine.device))
+        return free / 2 / (1024 * 1024)
+    return None

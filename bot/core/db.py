@@ -134,6 +134,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX jobs_by_owner ON jobs (owner) WHERE owner IS NOT NULL;
         """,
     ),
+    (
+        3,
+        "batch key is the model (continuous batching mixes lengths and settings)",
+        """
+        UPDATE jobs SET batch_key = json_extract(params, '$.model');
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

@@ -136,20 +136,29 @@ async def _select_ids(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Jo
 
 async def claim(
     conn: aiosqlite.Connection, max_batch: int, now: float, *, owner: str, lease_s: float,
-    platforms: Collection[str] | None = None,
+    platforms: Collection[str] | None = None, batch_key: str | None = None,
+    alone: bool = True, exclude: Collection[str] = (),
 ) -> list[Job]:
     """Move up to ``max_batch`` compatible queued jobs to running under ``owner``'s lease.
 
-    Fairest first; batch-mates share the head job's ``batch_key``. A job that was running when
-    a process died (``crashes`` > 0) is claimed alone, so if it is what kills the process it
-    cannot take innocent batch-mates down with it again.
+    Fairest first; batch-mates share the head job's ``batch_key`` (its model), or the given
+    one; ``exclude`` skips batch keys (the models a worker serves, when it looks for jobs of
+    models it does not have). A job that was running when a process died (``crashes`` > 0)
+    is claimed alone, and only when the caller runs nothing else of that batch (``alone``):
+    if it is what kills the process it cannot take innocent batch-mates down with it again.
     """
     queue = fair_queue(platforms)
-    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}) "
-                     f"ORDER BY {FAIR_ORDER} LIMIT 1")
+    conditions = ["batch_key = ?"] if batch_key is not None else []
+    conditions += ["batch_key NOT IN (" + ",".join("?" * len(exclude)) + ")"] if exclude else []
+    only = " WHERE " + " AND ".join(conditions) if conditions else ""
+    keys = (*(() if batch_key is None else (batch_key,)), *exclude)
+    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}){only} "
+                     f"ORDER BY {FAIR_ORDER} LIMIT 1", keys)
     if head is None:
         return []
     if head["crashes"] > 0:
+        if not alone:
+            return []  # the suspect waits for the batch to drain, then runs by itself
         ids = [head["id"]]
     else:
         ids = [row[0] for row in await conn.execute_fetchall(

@@ -139,12 +139,9 @@ class GenerationParams:
 
     @property
     def batch_key(self) -> str:
-        """Jobs with equal keys can share one generate call (same model and sampling)."""
-        if self.continue_from is not None:
-            return f"continue:{self.continue_from}:{self.seed}"
-        return json.dumps(
-            [self.model, self.duration, self.temperature, self.top_k, self.top_p, self.cfg_coef]
-        )
+        """Jobs with equal keys can decode in one batch: the same model. Lengths, sampling
+        settings and extensions differ per row (continuous batching, ``generation/batcher``)."""
+        return self.model
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -44,8 +44,12 @@ class WorkerPort(Protocol):
     work_available: asyncio.Event
     """A hint that jobs may be queued; the worker also polls, so a missed hint costs little."""
 
-    async def claim(self, max_batch: int, platforms: Collection[str] | None = None) -> list[Job]:
-        """Lease up to ``max_batch`` compatible queued jobs to this process."""
+    async def claim(
+        self, max_batch: int, platforms: Collection[str] | None = None, *,
+        batch_key: str | None = None, alone: bool = True, exclude: Collection[str] = (),
+    ) -> list[Job]:
+        """Lease up to ``max_batch`` queued jobs of one batch key (model) to this process;
+        ``alone``: the caller runs nothing else of that key (a suspect job may start)."""
 
     async def has_queued(self) -> bool:
         """Cheap read: is any job queued?"""

@@ -46,12 +46,17 @@ class Settlement:
 
     # ------------------------------------------------------------------ claiming
 
-    async def claim(self, max_batch: int, platforms: Collection[str] | None = None) -> list[Job]:
-        """Atomically lease up to ``max_batch`` compatible queued jobs (fair across members)."""
+    async def claim(
+        self, max_batch: int, platforms: Collection[str] | None = None, *,
+        batch_key: str | None = None, alone: bool = True, exclude: Collection[str] = (),
+    ) -> list[Job]:
+        """Atomically lease up to ``max_batch`` compatible queued jobs (fair across members);
+        see :func:`bot.core.jobs.claim` for ``batch_key`` and ``alone``."""
         async with self.db.write() as conn:
             claimed = await jobs.claim(conn, max(1, max_batch), self._clock(), owner=self.owner,
                                        lease_s=self.config.generation.lease_s,
-                                       platforms=platforms)
+                                       platforms=platforms, batch_key=batch_key, alone=alone,
+                                       exclude=exclude)
         for job in claimed:
             faults.crash_point("claimed", job.params.prompt)
             self._notifier.emit(JobEvent(EventKind.STARTED, job))
