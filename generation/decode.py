@@ -61,6 +61,7 @@ class CrossKV:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by these keys and values."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
