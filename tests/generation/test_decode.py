@@ -200,6 +200,10 @@ def test_extension_row_continues_the_given_audio(engine: Engine,
     assert np.array_equal(ours, theirs)
     assert np.array_equal(ours[:, : first.samples.shape[1]], first.samples)
     assert ours.shape[-1] == first.samples.shape[-1] + round(1.5 * engine.sample_rate)
+    # An extension longer than the window: prompt first, then the slot re-primes itself.
+    long_extension = request(11, duration=MAX_DURATION * 1.5, previous=first, **GREEDY)
+    ours_long = batcher.submit(long_extension).result(timeout=120).samples
+    assert np.array_equal(ours_long, engine.generate([long_extension])[0].samples)
 
 
 # -- (f) admission by memory budget -------------------------------------------------------------
