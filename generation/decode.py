@@ -27,6 +27,7 @@ from audiocraft.modules.transformer import StreamingMultiheadAttention, create_s
 from torch.nn import functional as F
 
 from generation.errors import GenerationError
+from generation.sampling import Sampling, make_generator, sample_rows
 
 MIN_ROWS = 4
 """Fewest rows a batched matmul gets: below 4 the CPU GEMM (MKL) rounds differently."""
@@ -38,18 +39,6 @@ for 16 rows; oneDNN rows are bit-identical for any batch of 2 rows or more. Cost
 copy of the LM weights in oneDNN's layout. Set to False before building a decoder to use
 the same kernels as audiocraft (``bench/mixed.py --mkl`` measures the difference).
 """
-SEED_MASK = (1 << 63) - 1
-"""``torch.Generator.manual_seed`` takes 63-bit seeds (same mask as ``generation.seeding``)."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Per-row sampling settings (audiocraft's meaning: top_p > 0 wins over top_k)."""
-
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    cfg_coef: float = 3.0
 
 
 @dataclass
@@ -61,6 +50,7 @@ class CrossKV:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by these keys and values."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
@@ -433,43 +423,6 @@ def _attend(attn: StreamingMultiheadAttention, q: torch.Tensor, k: torch.Tensor,
         weights = weights.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(weights, dim=-1).to(v)
     return torch.einsum("bhtk,bhkd->bhtd", weights, v).to(dtype)
-
-
-def sample_rows(
-    logits: torch.Tensor, sampling: list[Sampling], generators: list[torch.Generator]
-) -> torch.Tensor:
-    """One token per row and codebook from ``logits`` ``[n, K, card]``, settings per row.
-
-    Temperature, top-k and top-p masks are applied in sorted order for all rows at once; each
-    row then draws its uniforms from its own generator (inverse-CDF sampling), so a row's
-    tokens depend only on its logits and its seed. ``temperature <= 0`` is greedy, as in
-    audiocraft; ``top_k = 1`` is greedy too.
-    """
-    _, n_q, card = logits.shape
-    device = logits.device
-    temps = torch.tensor([s.temperature for s in sampling], device=device)
-    top_k = torch.tensor([s.top_k for s in sampling], device=device)
-    top_p = torch.tensor([s.top_p for s in sampling], device=device)
-    greedy = temps <= 0
-    scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None, None]
-    probs = torch.softmax(scaled, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
-    ranks = torch.arange(card, device=device)[None, None]
-    keep_k = (top_k[:, None, None] <= 0) | (ranks < top_k[:, None, None])
-    # audiocraft's top-p: drop a token when the mass before it already exceeds p.
-    keep_p = (sorted_probs.cumsum(-1) - sorted_probs) <= top_p[:, None, None]
-    keep = torch.where((top_p > 0)[:, None, None], keep_p, keep_k)
-    cdf = (sorted_probs * keep).cumsum(-1)
-    uniforms = torch.stack([torch.rand(n_q, generator=g, device=device) for g in generators])
-    target = uniforms[..., None] * cdf[..., -1:]
-    choice = torch.searchsorted(cdf, target, right=True).clamp_(max=card - 1)
-    tokens = order.gather(-1, choice)[..., 0]
-    return torch.where(greedy[:, None], logits.argmax(dim=-1), tokens)
-
-
-def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
-    """A job's own generator (the same seed mask as :mod:`generation.seeding`)."""
-    return torch.Generator(device=device).manual_seed(seed & SEED_MASK)
 
 
 def steps_of(plan: list[tuple[int, int]], spec: LMSpec) -> int:

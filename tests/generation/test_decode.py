@@ -200,6 +200,10 @@ def test_extension_row_continues_the_given_audio(engine: Engine,
     assert np.array_equal(ours, theirs)
     assert np.array_equal(ours[:, : first.samples.shape[1]], first.samples)
     assert ours.shape[-1] == first.samples.shape[-1] + round(1.5 * engine.sample_rate)
+    # An extension longer than the window: prompt first, then the slot re-primes itself.
+    long_extension = request(11, duration=MAX_DURATION * 1.5, previous=first, **GREEDY)
+    ours_long = batcher.submit(long_extension).result(timeout=120).samples
+    assert np.array_equal(ours_long, engine.generate([long_extension])[0].samples)
 
 
 # -- (f) admission by memory budget -------------------------------------------------------------
@@ -277,3 +281,21 @@ def test_a_stopped_waiting_job_never_starts(engine: Engine) -> None:
         first.result(timeout=60)
     finally:
         batcher.close()
+
+
+def test_kv_cache_is_allocated_once_per_slot() -> None:
+    # Memory a GPU would notice: decoding writes into the slot's one cache tensor; no step and
+    # no re-prime with a shorter prompt allocates another.
+    model = small_musicgen()
+    decoder = SlotDecoder(model)
+    attributes, _ = model._prepare_tokens_and_attributes(["ambient"], None)
+    cross = decoder.condition(attributes[0])
+    slot = decoder.open(cross, Sampling(), make_generator(1, "cpu"), 30)
+    address = slot.cache.data_ptr()
+    while not slot.done:
+        decoder.step([slot])
+        assert slot.cache.data_ptr() == address
+    assert slot.cache.shape[4] == 30 + decoder.spec.max_delay
+    tail = slot.codes()[:, 10:]
+    again = decoder.open(cross, Sampling(), make_generator(1, "cpu"), 30, tail, cache=slot.cache)
+    assert again.cache.data_ptr() == address
