@@ -38,18 +38,20 @@ async def test_batched_claim_includes_the_other_members_job(service: MusicServic
     assert all(job.state is JobState.RUNNING and job.attempts == 1 for job in batch)
 
 
-async def test_claim_groups_only_compatible_jobs(service: MusicService) -> None:
+async def test_claim_batches_jobs_of_one_model_whatever_their_length_and_settings(
+    service: MusicService,
+) -> None:
     alice = member()
     await order(service, alice, music(duration=5))
-    await order(service, alice, music(duration=8))
-    await order(service, alice, music(duration=5))
+    await order(service, alice, music(duration=8, temperature=0.5))
+    await order(service, alice, music(duration=5, model="medium"))
+    await order(service, alice, music(duration=3, top_k=10))
 
-    first = await service.settlement.claim(4)
-    second = await service.settlement.claim(4)
-
-    assert [j.params.duration for j in first] == [5, 5]
-    assert [j.params.duration for j in second] == [8]
-    assert await service.settlement.claim(4) == []
+    first = await service.settlement.claim(4, batch_key="small")
+    assert [j.params.duration for j in first] == [5, 8, 3]
+    assert await service.settlement.claim(4, batch_key="small") == []
+    [other] = await service.settlement.claim(4)
+    assert other.params.model == "medium"
 
 
 async def test_positions_and_eta_are_reported_and_grow_down_the_queue(
