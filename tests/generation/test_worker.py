@@ -14,7 +14,7 @@ from pydub import AudioSegment
 
 from bot.config import Config
 from bot.core.db import Database
-from bot.core.models import EventKind, JobState, LedgerKind
+from bot.core.models import Destination, EventKind, JobState, LedgerKind, MusicRequest
 from bot.core.service import MusicService
 from generation.engine import Engine, GenerationRequest
 from tests.generation.conftest import ADMIN, MEMBER, BotWorker, RecordingFrontend, queue
@@ -266,3 +266,16 @@ async def test_unknown_model_fails_cleanly(
     failed = await service.get_job(job.id)
     assert failed.state is JobState.FAILED and "not loaded" in (failed.error or "")
     assert await refunds(service, job.id) == 1
+
+
+async def test_warm_up_gives_the_first_member_an_eta(
+    service: MusicService, engine: Engine, config: Config
+) -> None:
+    worker = BotWorker(service, {"debug": engine}, config)
+    await worker.warm_up()
+    receipt = await service.request_music(
+        MEMBER, MusicRequest(prompt="first of the day", duration=3, model="debug"),
+        Destination("console", MEMBER.community, "chan", MEMBER.user), "first-eta")
+    assert receipt.position == 1 and receipt.eta_s is not None and receipt.eta_s > 0
+    await worker.run_until_idle()
+    await worker.stop()
