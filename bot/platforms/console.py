@@ -346,9 +346,15 @@ class _StdinLines:
         return line.decode(errors="replace").rstrip("\r")
 
 
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    # a reader can fire twice before it is removed; the second must not raise
+    if not future.done():
+        future.set_result(value)
+
+
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    loop.add_reader(fd, _settle, ready, None)
     try:
         await ready
     finally:
@@ -363,7 +369,7 @@ async def _line_in_daemon_thread(loop: asyncio.AbstractEventLoop) -> str | None:
         result = line.rstrip("\r\n") if line else None
         # RuntimeError: the loop is gone, so nobody is waiting for this line any more.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+            loop.call_soon_threadsafe(_settle, future, result)
 
     threading.Thread(target=read, name="console-stdin", daemon=True).start()
     return await future

@@ -9,6 +9,7 @@ core decides who may do what (re-roll in the same community, cancel by owner or 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import discord
@@ -40,7 +41,8 @@ class _JobButton:
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: Any
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+        match: re.Match[str], /,
     ) -> Any:
         return cls(int(match["job"]))  # type: ignore[call-arg]
 

@@ -12,7 +12,7 @@ them; the core refuses non-admins).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Optional
 
 import discord
@@ -112,7 +112,10 @@ def option_range(limit: NumberLimit) -> Any:
     return app_commands.Range[int, int(limit.low), int(limit.high)]
 
 
-def _model_names(host: DiscordHost) -> Callable[..., Awaitable[list[app_commands.Choice[str]]]]:
+Complete = Callable[[Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
+
+
+def _model_names(host: DiscordHost) -> Complete:
     async def complete(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         # Only loaded models can be requested; offer those when the app has loaded any.
         names = sorted(host.service.available_models or host.config.models.catalogue)

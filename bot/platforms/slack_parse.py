@@ -117,8 +117,8 @@ def parse_command(text: str) -> Parsed:
     if head == ADMIN_WORD and rest and rest[0].lower() in admin:
         entry = admin[rest[0].lower()]
         return Parsed(entry.qualified_name, _parse_admin(entry, rest[1:]))
-    entry = next((c for c in catalogue.commands_for(PLATFORM) if c.name == head), None)
-    parsed = _parse_subcommand(entry, rest) if entry and entry is not MUSIC else None
+    named = next((c for c in catalogue.commands_for(PLATFORM) if c.name == head), None)
+    parsed = _parse_subcommand(named, rest) if named and named is not MUSIC else None
     return parsed if parsed is not None else Parsed("music", _parse_music(words))
 
 
