@@ -112,7 +112,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(option.name, help=option.help)
             continue
         flags = [f"--{option.flag}", *(f"-{a}" for a in option.aliases if len(a) == 1)]
-        what = option.help if option.name != "format" else (
+        what = option.description if option.name != "format" else (
             f"{', '.join(option.choices)} (default: the -o extension, else audio.format)")
         parser.add_argument(*flags, dest=option.name, default=GENERATE_DEFAULTS.get(option.name),
                             help=what)

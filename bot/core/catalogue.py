@@ -12,7 +12,7 @@ what the core accepts and never decides it on its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from bot.config import Config
@@ -63,7 +63,8 @@ class Option:
     console ``key:`` and (``_`` → ``-``) the Slack and CLI ``--flag``."""
     kind: Kind
     help: str
-    """One line, at most 100 characters (Discord's limit for option descriptions)."""
+    """One line; with the default (:attr:`description`) at most 100 characters, Discord's
+    limit for option descriptions."""
     required: bool = False
     limit: Limit | LimitOf | None = None
     """A row of the limits table, or a function of the config for config-driven bounds."""
@@ -83,6 +84,11 @@ class Option:
     checks), so a frontend that looks admin rights up lazily must look them up."""
     missing: str = ""
     """What to tell a member who left a required option out (default: its range)."""
+
+    @property
+    def description(self) -> str:
+        """The help line with the default the core applies, as Discord and the CLI show it."""
+        return self.help if self.default is None else f"{self.help} (default {self.default})"
 
     @property
     def flag(self) -> str:
@@ -144,6 +150,7 @@ class Command:
 
     @property
     def positionals(self) -> tuple[Option, ...]:
+        """Options that text frontends also take as bare words, in order."""
         return tuple(o for o in self.options if o.positional)
 
 
@@ -173,16 +180,16 @@ DURATION = Option("duration", Kind.NUMBER, "Length in seconds", required=True,
                   limit=_duration, aliases=("d", "seconds"), example="20")
 MODEL = Option("model", Kind.MODEL, "Model to use (default from the server config)",
                aliases=("m",), example="medium")
-FORMAT = Option("format", Kind.CHOICE, "File format (default mp3)", choices=table.FORMAT_CHOICES,
-                example="mp3")
+FORMAT = Option("format", Kind.CHOICE, "File format (default set by the server)",
+                choices=table.FORMAT_CHOICES, example="mp3")
 MUSIC_OPTIONS: tuple[Option, ...] = (
     PROMPT, DURATION, MODEL,
     _number(table.SEED, "Same seed, similar track", "7"),
-    _number(table.TEMPERATURE, "Randomness of sampling (default 1.0)", "1.0",
+    _number(table.TEMPERATURE, "Randomness of sampling", "1.0",
             aliases=("temp",)),
     _number(table.TOP_K, "Sample from the k likeliest", "250"),
-    _number(table.TOP_P, "Nucleus sampling (0 = off)", "0"),
-    _number(table.CFG, "How closely to follow the prompt (default 3)", "3",
+    _number(table.TOP_P, "Nucleus sampling, 0 = off", "0"),
+    _number(table.CFG, "How closely to follow the prompt", "3",
             aliases=("cfg-coef", "cfg_coef")),
     Option("genre", Kind.TEXT, "Genre folded into the prompt", limit=table.GENRE,
            example="jazz"),
@@ -193,7 +200,7 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
 
 JOB = Option("job", Kind.JOB, "Job number (see /history)", required=True, limit=table.JOB,
              positional=True, example="12")
-MEMBER = Option("member", Kind.MEMBER, "Who", required=True, positional=True,
+MEMBER = Option("member", Kind.MEMBER, "Which member", required=True, positional=True,
                 example="@ana", others=True)
 REASON = Option("reason", Kind.TEXT, "Shown in the ledger", limit=table.REASON, positional=True,
                 rest=True, example="welcome")
@@ -220,9 +227,7 @@ COMMANDS: tuple[Command, ...] = (
                limit=table.JOB, positional=True, example="12", others=True),)),
     Command("track", "Send a finished track again", (JOB,)),
     Command("price", "What a track would cost", (
-        Option("duration", Kind.NUMBER, "Length in seconds", required=True, limit=_duration,
-               positional=True, aliases=("d", "seconds"), example="20"),
-        MODEL, FORMAT)),
+        replace(DURATION, positional=True), MODEL, FORMAT)),
     Command("help", "How to use the music bot"),
     Command("reroll", "Same request, new seed (charged again)", (JOB,), only=("console",)),
     Command("extend", "Continue a finished track (charged as new audio)", (

@@ -81,7 +81,7 @@ def _signature(config: Config, entry: catalogue.Command) -> inspect.Signature:
 def _decorate(host: DiscordHost, entry: catalogue.Command, callback: Any) -> None:
     """Descriptions, choices and autocomplete, as discord.py's decorators record them."""
     if entry.options:
-        app_commands.describe(**{o.name: o.help for o in entry.options})(callback)
+        app_commands.describe(**{o.name: o.description for o in entry.options})(callback)
     choices = {o.name: [app_commands.Choice(name=c, value=c) for c in o.choices]
                for o in entry.options if o.choices}
     if choices:

@@ -22,13 +22,14 @@ from typing import Any
 from bot.core import catalogue
 from bot.core.catalogue import Kind, Option
 from bot.core.models import MusicRequest
+from bot.platforms.render import HELP_FOOTER, to_slack_mrkdwn
 
 PLATFORM = "slack"
 MUSIC = catalogue.command("music")
 FLAGS: dict[str, str] = {s: o.name for o in MUSIC.options if not o.rest for s in o.spellings}
 """Accepted flag spellings → :class:`MusicRequest` field."""
-ADMIN_WORD = "admin"
-"""Slack's name for the ``tokens`` group: its commands hang off ``/music``."""
+ADMIN_WORD = catalogue.TOKENS.aliases[0]
+"""Slack's name for the ``tokens`` group (``admin``): its commands hang off ``/music``."""
 
 
 def _flag(option: Option) -> str:
@@ -52,7 +53,7 @@ def usage_of(entry: catalogue.Command) -> str:
 MUSIC_USAGE = (f"*Usage:* `{usage_of(MUSIC)}`\n"
                "Example: `/music calm lo-fi piano with rain --duration 15 --seed 7`")
 ADMIN_USAGE = "*Usage:* " + " or ".join(
-    f"`{usage_of(c)}`" for c in catalogue.commands_for(PLATFORM, "tokens"))
+    f"`{usage_of(c)}`" for c in catalogue.commands_for(PLATFORM, catalogue.TOKENS.name))
 
 
 def _help() -> str:
@@ -61,15 +62,10 @@ def _help() -> str:
         if entry.on(PLATFORM) and entry.name != "music":
             admins = " (admins)" if entry.access is catalogue.Access.ADMIN else ""
             lines.append(f"`{usage_of(entry)}` — {entry.help}{admins}")
-    lines += ["Buttons on a track: *Re-roll* (same request, new seed), *Extend* (continue it), "
-              "*Cancel*.",
-              "Failed renders are refunded automatically. The same seed gives a similar track, "
-              "not an identical one on other hardware."]
-    return "\n".join(lines)
+    return "\n".join([*lines, to_slack_mrkdwn(HELP_FOOTER)])
 
 
 HELP = _help()
-TRACK_USAGE = f"*Usage:* `{usage_of(catalogue.command('track'))}`"
 
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 _DASH_FLAG = re.compile(r"^(?:--|—|–)(?=\S)")
@@ -113,7 +109,7 @@ def parse_command(text: str) -> Parsed:
     if not words:
         raise UsageError("Tell me what to play.")
     head, rest = words[0].lower(), words[1:]
-    admin = {c.name: c for c in catalogue.commands_for(PLATFORM, "tokens")}
+    admin = {c.name: c for c in catalogue.commands_for(PLATFORM, catalogue.TOKENS.name)}
     if head == ADMIN_WORD and rest and rest[0].lower() in admin:
         entry = admin[rest[0].lower()]
         return Parsed(entry.qualified_name, _parse_admin(entry, rest[1:]))

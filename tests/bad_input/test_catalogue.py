@@ -67,7 +67,8 @@ def test_discord_offers_every_catalogue_command_with_its_options(config: Config)
             synced = options[option.name]
             assert synced["type"] == DISCORD_TYPES[option.kind], option
             assert synced.get("required", False) == option.required, option
-            assert synced["description"] == option.help
+            assert synced["description"] == option.description
+            assert len(option.description) <= 100
             assert [c["value"] for c in synced.get("choices", [])] == list(option.choices)
             assert synced.get("autocomplete", False) == (option.kind is Kind.MODEL)
 
