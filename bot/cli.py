@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bot.config import Config, load_config
 from bot.core.errors import MusicBotError
+from bot.core.models import MusicRequest
 from bot.logsetup import configure_logging
 
 log = logging.getLogger("musicbot")
@@ -69,21 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     console.set_defaults(handler=cmd_console)
 
     gen = sub.add_parser("generate", help="one-shot generation to a file (no ledger)")
-    gen.add_argument("prompt")
-    # Values stay text: bot.core.requests validates them exactly as for chat members.
-    gen.add_argument("--duration", "-d", default="10")
-    gen.add_argument("--model", help="override models.default")
-    for flag, what in (("--seed", "same seed, similar track"),
-                       ("--temperature", "randomness of sampling (default 1.0)"),
-                       ("--top-k", "sample from the k likeliest tokens (default 250)"),
-                       ("--top-p", "nucleus sampling, 0 = off"),
-                       ("--cfg", "how closely to follow the prompt (default 3)"),
-                       ("--genre", "genre folded into the prompt"),
-                       ("--tempo", "beats per minute")):
-        gen.add_argument(flag, help=what)
-    gen.add_argument("--format", help="mp3, wav, flac or ogg (default: the -o extension, "
-                     "else audio.format)")
-    gen.add_argument("-o", "--output", default=None, help="output file (default: track.FORMAT)")
+    add_generate_arguments(gen)
     gen.set_defaults(handler=cmd_generate)
 
     doctor = sub.add_parser("doctor", help="check config, ffmpeg, database, model and tokens")
@@ -106,6 +93,40 @@ def _parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", help="apply pending schema migrations").set_defaults(
         handler=cmd_db_upgrade)
     return parser
+
+
+GENERATE_DEFAULTS = {"duration": "10"}
+"""A one-shot tool has nobody to ask again: ``generate`` without --duration makes 10 s."""
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """``generate``'s arguments, one per ``/music`` option of the command catalogue.
+
+    Values stay text: :mod:`bot.core.requests` validates them exactly as for chat members,
+    so the CLI accepts a value exactly when every chat frontend does.
+    """
+    from bot.core import catalogue
+
+    for option in catalogue.command("music").options:
+        if option.positional:
+            parser.add_argument(option.name, help=option.help)
+            continue
+        flags = [f"--{option.flag}", *(f"-{a}" for a in option.aliases if len(a) == 1)]
+        what = option.description if option.name != "format" else (
+            f"{', '.join(option.choices)} (default: the -o extension, else audio.format)")
+        parser.add_argument(*flags, dest=option.name, default=GENERATE_DEFAULTS.get(option.name),
+                            help=what)
+    parser.add_argument("-o", "--output", default=None,
+                        help="output file (default: track.FORMAT)")
+
+
+def generate_request(args: argparse.Namespace, fmt: str | None) -> MusicRequest:
+    """The raw request ``musicbot generate`` makes from its arguments."""
+    from bot.core import catalogue
+
+    values = {o.name: getattr(args, o.name) for o in catalogue.command("music").options}
+    # --model already became models.default (a hub id or folder is keyed by with_model)
+    return MusicRequest(**{**values, "model": None, "format": fmt})
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -214,14 +235,10 @@ async def _console(config: Config, commands: list[str], user: str) -> int:
 
 def cmd_generate(args: argparse.Namespace, config: Config) -> int:
     """One track to a file, validated like a member's request (no ledger, no size limit)."""
-    from bot.core.models import MusicRequest
     from bot.core.requests import validate_request
 
     require_ffmpeg()
-    params = validate_request(config, MusicRequest(
-        prompt=args.prompt, duration=args.duration, seed=args.seed,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg=args.cfg,
-        genre=args.genre, tempo=args.tempo, format=_output_format(args, config)))
+    params = validate_request(config, generate_request(args, _output_format(args, config)))
     output = Path(args.output or f"track.{params.format}")
     # Imported only now: torch takes seconds to import, and bad input should fail at once.
     from generation.audio import make_track

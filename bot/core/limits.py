@@ -1,8 +1,9 @@
 """The one table of option limits, owned by the core and read by every frontend.
 
-Pure data, no I/O. :mod:`bot.core.requests` validates with it; the Discord option schema
-(``app_commands.Range`` and choices), the Slack help and the console are generated from it,
-so a value is accepted by one frontend exactly when the core accepts it. Limits that depend
+Pure data, no I/O. :mod:`bot.core.requests` validates with it; the command catalogue
+(:mod:`bot.core.catalogue`) attaches its rows to options, and every frontend's schema and help
+is generated from the catalogue, so a value is accepted by one frontend exactly when the core
+accepts it. Limits that depend
 on the configuration (duration per model, prompt length) are read from
 :class:`bot.config.LimitsConfig` through :func:`duration_range` and :func:`prompt_chars`.
 """

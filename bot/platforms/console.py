@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from bot.config import Config
+from bot.core import catalogue
 from bot.core.errors import InvalidRequest, MusicBotError
 from bot.core.models import (
     Actor,
@@ -38,10 +40,10 @@ from bot.platforms import render
 
 log = logging.getLogger(__name__)
 
+Values = dict[str, Any]
+
 PLATFORM = "console"
 COMMUNITY = "local"
-MUSIC_OPTIONS = {f.lower() for f in MusicRequest.__dataclass_fields__} | {"top-k", "top-p"}
-PRICE_OPTIONS = {"duration", "model", "format"}
 CRASH_TEXT = ("Something went wrong running that command (details in the log at DEBUG level). "
               "Nothing was charged for it unless a job number was shown.")
 
@@ -116,12 +118,13 @@ class ConsoleFrontend:
             return CommandResult(False, f"Could not read that command: {exc}.")
         if not words:
             return CommandResult(True, "")
-        name, args = words[0].lstrip("/").lower(), words[1:]
-        handler = getattr(self, f"_cmd_{name}", None) if name.isidentifier() else None
-        if handler is None:
-            return CommandResult(False, f"Unknown command /{name[:40]}. Try /help.")
         try:
-            return await handler(args)
+            entry, values = parse_line(self.service.config, words)
+            if entry is None:
+                return CommandResult(False, f"Unknown command /{words[0].lstrip('/')[:40]}. "
+                                     "Try /help.")
+            handler = getattr(self, "_cmd_" + entry.qualified_name.replace(" ", "_"))
+            return await handler(values)
         except MusicBotError as exc:
             return CommandResult(False, exc.user_message)
         except Exception:
@@ -159,24 +162,22 @@ class ConsoleFrontend:
             if result.text:
                 self._print(result.text.replace("**", ""))
 
-    async def _cmd_music(self, args: list[str]) -> CommandResult:
-        options = _options(args, positional="prompt", known=MUSIC_OPTIONS, command="music")
-        if not options.get("prompt", "").strip():
-            raise InvalidRequest("prompt", 'describe the music, e.g. /music prompt:"lofi hip '
-                                 'hop" duration:10')
-        request = MusicRequest(**{k.replace("-", "_"): v for k, v in options.items()})
+    # One handler per catalogue command the console offers; ``values`` are raw option
+    # values by name, already checked for unknown, repeated and missing options.
+
+    async def _cmd_music(self, values: Values) -> CommandResult:
         receipt = await self.service.request_music(
-            self.actor, request, self._destination(), self._request_id())
+            self.actor, MusicRequest(**values), self._destination(), self._request_id())
         return self._queued(receipt)
 
-    async def _cmd_reroll(self, args: list[str]) -> CommandResult:
-        receipt = await self.service.reroll(self.actor, _first(args, "job"), self._destination(),
+    async def _cmd_reroll(self, values: Values) -> CommandResult:
+        receipt = await self.service.reroll(self.actor, values["job"], self._destination(),
                                             self._request_id())
         return self._queued(receipt)
 
-    async def _cmd_extend(self, args: list[str]) -> CommandResult:
-        seconds = args[1] if len(args) > 1 else self.service.config.limits.extend_seconds
-        receipt = await self.service.extend(self.actor, _first(args, "job"), seconds,
+    async def _cmd_extend(self, values: Values) -> CommandResult:
+        seconds = values.get("seconds") or self.service.config.limits.extend_seconds
+        receipt = await self.service.extend(self.actor, values["job"], seconds,
                                             self._destination(), self._request_id())
         return self._queued(receipt)
 
@@ -188,52 +189,55 @@ class ConsoleFrontend:
             text += "\n" + render.charged_text(receipt)
         return CommandResult(True, text, receipt.job.id)
 
-    async def _cmd_track(self, args: list[str]) -> CommandResult:
-        job, track = await self.service.stored_track(self.actor, _first(args, "job"))
+    async def _cmd_track(self, values: Values) -> CommandResult:
+        job, track = await self.service.stored_track(self.actor, values["job"])
         return CommandResult(True, f"Job #{job.id}: {Path(track.path).resolve()}")
 
-    async def _cmd_balance(self, args: list[str]) -> CommandResult:
-        member = args[0] if args else None
+    async def _cmd_balance(self, values: Values) -> CommandResult:
+        member = values.get("member")
         balance = await self.service.balance(self.actor, member)
-        whose = f"{member}'s" if member else "Your"
-        return CommandResult(True, render.balance_text(balance, whose))
+        return CommandResult(True, render.balance_text(balance, f"{member}'s" if member
+                                                       else "Your"))
 
-    async def _cmd_history(self, args: list[str]) -> CommandResult:
+    async def _cmd_history(self, values: Values) -> CommandResult:
         return CommandResult(True, render.history_text(await self.service.history(self.actor)))
 
-    async def _cmd_queue(self, args: list[str]) -> CommandResult:
+    async def _cmd_queue(self, values: Values) -> CommandResult:
         return CommandResult(True, render.queue_text(await self.service.queue(self.actor)))
 
-    async def _cmd_cancel(self, args: list[str]) -> CommandResult:
-        job = await self.service.cancel(self.actor, args[0] if args else None)
+    async def _cmd_cancel(self, values: Values) -> CommandResult:
+        job = await self.service.cancel(self.actor, values.get("job"))
         return CommandResult(True, f"Cancel requested for job #{job.id} ({job.state.value}).")
 
-    async def _cmd_price(self, args: list[str]) -> CommandResult:
-        options = _options(args, positional="duration", known=PRICE_OPTIONS, command="price")
+    async def _cmd_price(self, values: Values) -> CommandResult:
         config = self.service.config
-        model = validate_model(config, options.get("model"))
-        cost = self.service.price(options.get("duration"), model, options.get("format"))
-        seconds = validate_duration(config, options.get("duration"), model)
+        model = validate_model(config, values.get("model"))
+        cost = self.service.price(values.get("duration"), model, values.get("format"))
+        seconds = validate_duration(config, values.get("duration"), model)
         return CommandResult(True, render.price_text(cost, seconds, model))
 
-    async def _cmd_tokens(self, args: list[str]) -> CommandResult:
-        if not args:
-            raise InvalidRequest("command", "use /tokens grant|take|set MEMBER AMOUNT [REASON] "
-                                 "or /tokens ledger [MEMBER]")
-        action, rest = args[0].lower(), args[1:]
-        if action == "ledger":
-            entries = await self.service.ledger(self.actor, rest[0] if rest else None)
-            return CommandResult(True, render.ledger_text(entries))
-        if action not in ("grant", "take", "set") or len(rest) < 2:
-            raise InvalidRequest("command", "use /tokens grant|take|set MEMBER AMOUNT [REASON]")
-        balance = await self.service.adjust_balance(self.actor, action, rest[0], rest[1],
-                                                    " ".join(rest[2:]))
-        return CommandResult(True, render.balance_text(balance, f"{rest[0]}'s new"))
+    async def _adjust(self, action: str, values: Values) -> CommandResult:
+        member = values["member"]
+        balance = await self.service.adjust_balance(self.actor, action, member, values["amount"],
+                                                    values.get("reason", ""))
+        return CommandResult(True, render.balance_text(balance, f"{member}'s new"))
 
-    async def _cmd_help(self, args: list[str]) -> CommandResult:
-        extra = "\nConsole only: /reroll JOB, /extend JOB [SECONDS], /quit."
-        help_text = render.help_text(self.service.config).replace("**", "")
-        return CommandResult(True, help_text + extra)
+    async def _cmd_tokens_grant(self, values: Values) -> CommandResult:
+        return await self._adjust("grant", values)
+
+    async def _cmd_tokens_take(self, values: Values) -> CommandResult:
+        return await self._adjust("take", values)
+
+    async def _cmd_tokens_set(self, values: Values) -> CommandResult:
+        return await self._adjust("set", values)
+
+    async def _cmd_tokens_ledger(self, values: Values) -> CommandResult:
+        entries = await self.service.ledger(self.actor, values.get("member"))
+        return CommandResult(True, render.ledger_text(entries))
+
+    async def _cmd_help(self, values: Values) -> CommandResult:
+        help_text = render.help_text(self.service.config, PLATFORM).replace("**", "")
+        return CommandResult(True, help_text + "\nConsole only: /quit leaves.")
 
     def _destination(self) -> Destination:
         return Destination(PLATFORM, COMMUNITY, "terminal", self.actor.user,
@@ -247,39 +251,67 @@ class ConsoleFrontend:
         print(text, file=self._out, flush=True)
 
 
-def _options(args: list[str], positional: str, known: set[str],
-             command: str) -> dict[str, str]:
-    """Parse ``key:value`` words (Discord style); bare words form the positional option.
+def parse_line(config: Config, words: list[str]) -> tuple[catalogue.Command | None, Values]:
+    """The catalogue command a console line names and its option values (raw text).
+
+    Syntax as on Discord: ``/music prompt:"lofi" duration:5``; bare words fill the command's
+    positional options in order (``/music lofi hip hop duration:5``, ``/tokens grant bob 5``).
+    None for a command the console does not have.
 
     Raises:
-        InvalidRequest: an option ``command`` does not have, one given twice, or stray words
-            next to an explicit positional option.
+        InvalidRequest: an unknown group action, an option the command does not have, one
+            given twice, stray words, or a required option left out.
     """
-    options: dict[str, str] = {}
+    name, args = words[0].lstrip("/").lower(), words[1:]
+    if name in (g.name for g in catalogue.GROUPS):
+        actions = [c.name for c in catalogue.commands_for(PLATFORM, name)]
+        if not args or args[0].lower() not in actions:
+            raise InvalidRequest("command", f"use /{name} {'|'.join(actions)} (see /help)")
+        name, args = f"{name} {args[0].lower()}", args[1:]
+    entry = next((c for c in catalogue.COMMANDS
+                  if c.qualified_name == name and c.on(PLATFORM)), None)
+    if entry is None:
+        return None, {}
+    values = _options(entry, args)
+    for option in entry.options:
+        if option.required and not str(values.get(option.name, "")).strip():
+            raise InvalidRequest(option.name, option.missing_text(config))
+    return entry, values
+
+
+def _options(entry: catalogue.Command, args: list[str]) -> Values:
+    """Named ``key:value`` words by option name, then bare words into positional options."""
+    spellings = {s: o.name for o in entry.options for s in o.spellings}
+    values: Values = {}
     bare: list[str] = []
     for word in args:
         key, sep, value = word.partition(":")
         if not (sep and key and key.replace("_", "").replace("-", "").isalnum()):
             bare.append(word)
             continue
-        name = key.lower()
-        if name not in known:
-            raise InvalidRequest(name[:30], f"is not an option of /{command} (options: "
-                                 f"{', '.join(sorted(known))})")
-        if name in options:
+        name = spellings.get(key.lower())
+        if name is None:
+            known = ", ".join(o.name for o in entry.options) or "none"
+            raise InvalidRequest(key.lower()[:30], f"is not an option of "
+                                 f"/{entry.qualified_name} (options: {known})")
+        if name in values:
             raise InvalidRequest(name, "was given twice")
-        options[name] = value
+        values[name] = value
+    _fill_positionals(entry, values, bare)
+    return values
+
+
+def _fill_positionals(entry: catalogue.Command, values: Values, bare: list[str]) -> None:
+    free = [o for o in entry.positionals if o.name not in values]
+    for option in free:
+        if not bare:
+            return
+        take = len(bare) if option.rest else 1
+        values[option.name], bare = " ".join(bare[:take]), bare[take:]
     if bare:
-        if positional in options:
-            raise InvalidRequest(positional, f"given twice (stray text {' '.join(bare)[:40]!r})")
-        options[positional] = " ".join(bare)
-    return options
-
-
-def _first(args: list[str], name: str) -> str:
-    if not args:
-        raise InvalidRequest(name, "is missing")
-    return args[0]
+        # every slot is taken: "/music drums prompt:bass" gives the prompt twice
+        field = entry.positionals[-1].name if entry.positionals else "command"
+        raise InvalidRequest(field, f"given twice (stray text {' '.join(bare)[:40]!r})")
 
 
 class _StdinLines:
@@ -314,9 +346,15 @@ class _StdinLines:
         return line.decode(errors="replace").rstrip("\r")
 
 
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    # a reader can fire twice before it is removed; the second must not raise
+    if not future.done():
+        future.set_result(value)
+
+
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    loop.add_reader(fd, _settle, ready, None)
     try:
         await ready
     finally:
@@ -331,7 +369,7 @@ async def _line_in_daemon_thread(loop: asyncio.AbstractEventLoop) -> str | None:
         result = line.rstrip("\r\n") if line else None
         # RuntimeError: the loop is gone, so nobody is waiting for this line any more.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+            loop.call_soon_threadsafe(_settle, future, result)
 
     threading.Thread(target=read, name="console-stdin", daemon=True).start()
     return await future

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -30,13 +30,13 @@ from bot.core.models import (
     EventKind,
     Job,
     JobEvent,
-    Receipt,
     Track,
 )
 from bot.core.service import MusicService
 from bot.platforms import render
 from bot.platforms.discord_buttons import DYNAMIC_ITEMS, result_view, send_ephemeral, status_view
 from bot.platforms.discord_commands import build_commands
+from bot.platforms.discord_host import Submit
 from bot.platforms.discord_send import (
     DISCORD,
     NO_PINGS,
@@ -54,9 +54,6 @@ TOKEN_MARGIN_S = 60
 """Stop using a token a minute early: an upload can take a while and must not expire midway."""
 TERMINAL_EVENTS = (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED,
                    EventKind.UNDELIVERED)
-
-Submit = Callable[[Actor, Destination, str], Awaitable[Receipt]]
-"""Queues a job for (actor, destination, idempotency key): request_music, reroll or extend."""
 
 
 class MusicClient(discord.Client):

@@ -9,22 +9,21 @@ core decides who may do what (re-roll in the same community, cancel by owner or 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import re
+from typing import Any
 
 import discord
 
 from bot.core.errors import MusicBotError
+from bot.platforms.discord_host import DiscordHost
 from bot.platforms.discord_send import already_acknowledged
-
-if TYPE_CHECKING:
-    from bot.platforms.discord_bot import DiscordFrontend
 
 log = logging.getLogger(__name__)
 
 PREFIX = "musicbot"
 
 
-def _frontend(interaction: discord.Interaction[Any]) -> DiscordFrontend:
+def _frontend(interaction: discord.Interaction[Any]) -> DiscordHost:
     return interaction.client.frontend  # type: ignore[attr-defined]
 
 
@@ -42,7 +41,8 @@ class _JobButton:
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: Any
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+        match: re.Match[str], /,
     ) -> Any:
         return cls(int(match["job"]))  # type: ignore[call-arg]
 
@@ -60,7 +60,7 @@ class _JobButton:
             await send_ephemeral(interaction, "Something went wrong on our side. Please try "
                                  "again in a moment.")
 
-    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordHost) -> None:
         raise NotImplementedError
 
 
@@ -74,7 +74,7 @@ class RerollButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
         super().__init__(self.button(job_id))
         self.job_id = job_id
 
-    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordHost) -> None:
         service = frontend.service
         await frontend.start_job(interaction, lambda actor, dest, key: service.reroll(
             actor, self.job_id, dest, key))
@@ -94,7 +94,7 @@ class ExtendButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
         super().__init__(self.button(job_id, label))
         self.job_id = job_id
 
-    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordHost) -> None:
         service = frontend.service
         seconds = frontend.config.limits.extend_seconds
         await frontend.start_job(interaction, lambda actor, dest, key: service.extend(
@@ -111,7 +111,7 @@ class CancelButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
         super().__init__(self.button(job_id))
         self.job_id = job_id
 
-    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordFrontend) -> None:
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordHost) -> None:
         await frontend.cancel_job(interaction, self.job_id)
 
 

@@ -1,42 +1,131 @@
-"""Slash commands: ``/music``, ``/balance``, ``/history``, ``/queue``, ``/cancel``, ``/track``,
-``/price``, ``/help`` and the admin group ``/tokens``.
+"""Slash commands generated from the command catalogue (:mod:`bot.core.catalogue`).
 
-Each command's annotations are its option schema: ranges and choices generated from the
-core's limits table (:mod:`bot.core.limits`) and the config, plus model autocomplete, so
-Discord refuses exactly what the core would. Handlers parse, call the core and render; a
-core error becomes an ephemeral message through the tree's error handler. No ``from
-__future__ import annotations`` here: discord.py reads these annotations at runtime,
-including ranges built from the config.
+Each catalogue command becomes an ``app_commands.Command`` whose callback signature is built
+from the catalogue's options: ``app_commands.Range`` from the limits table and the config,
+choices, model autocomplete, descriptions and required-ness. Discord therefore refuses
+exactly what the core would. What a command *does* is one small handler per command in
+:data:`HANDLERS`: parse nothing, call the core, render. Core errors become ephemeral messages
+through the tree's error handler. Admin groups carry ``default_permissions`` (which only hide
+them; the core refuses non-admins).
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Optional
 
 import discord
 from discord import app_commands
 
-from bot.core import limits as table
-from bot.core.limits import NumberLimit
+from bot.config import Config
+from bot.core import catalogue
+from bot.core.catalogue import Access, Kind, Option
+from bot.core.limits import NumberLimit, TextLimit
 from bot.core.models import MusicRequest
 from bot.platforms import render
+from bot.platforms.discord_host import DiscordHost, Interaction
 from bot.platforms.discord_send import DISCORD
 
-if TYPE_CHECKING:
-    from bot.platforms.discord_bot import DiscordFrontend
+Handler = Callable[[DiscordHost, Interaction, dict[str, Any]], Awaitable[None]]
+DISCORD_MAX_INT = 2**53
+"""Discord sends integer options as JSON numbers: it cannot carry a maximum above this."""
 
-Interaction = discord.Interaction[Any]
-MAX_TOKENS = int(table.AMOUNT.high)
+
+def build_commands(host: DiscordHost) -> list[app_commands.Command[Any, ..., Any]
+                                              | app_commands.Group]:
+    """Every catalogue command Discord offers, bound to ``host`` (its config sets ranges)."""
+    built: list[app_commands.Command[Any, ..., Any] | app_commands.Group] = [
+        _command(host, entry) for entry in catalogue.commands_for("discord")]
+    for group in catalogue.GROUPS:
+        built.append(_group(host, group))
+    return built
+
+
+def _group(host: DiscordHost, group: catalogue.Group) -> app_commands.Group:
+    admin = group.access is Access.ADMIN
+    built = app_commands.Group(
+        name=group.name, description=group.help, guild_only=admin,
+        default_permissions=discord.Permissions(manage_guild=True) if admin else None)
+    for entry in catalogue.commands_for("discord", group.name):
+        built.add_command(_command(host, entry, built))
+    return built
+
+
+def _command(host: DiscordHost, entry: catalogue.Command,
+             parent: app_commands.Group | None = None) -> app_commands.Command[Any, ..., Any]:
+    handler = HANDLERS[entry.qualified_name]
+
+    async def callback(interaction: Interaction, **values: Any) -> None:
+        await handler(host, interaction, values)
+
+    callback.__signature__ = _signature(host.config, entry)  # type: ignore[attr-defined]
+    _decorate(host, entry, callback)
+    return app_commands.Command(name=entry.name, description=entry.help, callback=callback,
+                                parent=parent)
+
+
+def _signature(config: Config, entry: catalogue.Command) -> inspect.Signature:
+    """``(interaction, *, prompt: Range[str, 1, 400], duration: Range[float, 1, 30], …)``."""
+    params = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=Interaction)]
+    for option in entry.options:
+        kind = annotation(config, option)
+        params.append(inspect.Parameter(
+            option.name, inspect.Parameter.KEYWORD_ONLY,
+            annotation=kind if option.required else Optional[kind],  # noqa: UP045
+            default=inspect.Parameter.empty if option.required else None))
+    return inspect.Signature(params)
+
+
+def _decorate(host: DiscordHost, entry: catalogue.Command, callback: Any) -> None:
+    """Descriptions, choices and autocomplete, as discord.py's decorators record them."""
+    if entry.options:
+        app_commands.describe(**{o.name: o.description for o in entry.options})(callback)
+    choices = {o.name: [app_commands.Choice(name=c, value=c) for c in o.choices]
+               for o in entry.options if o.choices}
+    if choices:
+        app_commands.choices(**choices)(callback)
+    models = {o.name: _model_names(host) for o in entry.options if o.kind is Kind.MODEL}
+    if models:
+        app_commands.autocomplete(**models)(callback)
+
+
+def annotation(config: Config, option: Option) -> Any:
+    """The type discord.py turns into the option's schema (type, range, length)."""
+    if option.kind is Kind.MEMBER:
+        return discord.User
+    bound = option.bounds(config)
+    if isinstance(bound, TextLimit):
+        return app_commands.Range[str, 1, bound.max_chars]
+    if isinstance(bound, NumberLimit):
+        return option_range(bound)
+    return {Kind.NUMBER: float, Kind.INTEGER: int, Kind.JOB: int}.get(option.kind, str)
 
 
 def option_range(limit: NumberLimit) -> Any:
     """The ``app_commands.Range`` Discord enforces for one row of the limits table."""
-    kind = int if limit.integer else float
-    low, high = (int(limit.low), int(limit.high)) if limit.integer else (limit.low, limit.high)
-    return app_commands.Range[kind, low, high]  # type: ignore[valid-type]
+    if not limit.integer:
+        return app_commands.Range[float, limit.low, limit.high]
+    if limit.high > DISCORD_MAX_INT:  # job numbers: the core checks the top
+        return app_commands.Range[int, int(limit.low)]
+    return app_commands.Range[int, int(limit.low), int(limit.high)]
 
 
-def build_commands(frontend: "DiscordFrontend") -> list[app_commands.Command | app_commands.Group]:
-    """All commands, bound to ``frontend`` (its config sets option ranges)."""
-    return [*_member_commands(frontend), _tokens_group(frontend)]
+Complete = Callable[[Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
+
+
+def _model_names(host: DiscordHost) -> Complete:
+    async def complete(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        # Only loaded models can be requested; offer those when the app has loaded any.
+        names = sorted(host.service.available_models or host.config.models.catalogue)
+        keys = [k for k in names if current.lower() in k.lower()]
+        return [app_commands.Choice(name=k, value=k) for k in keys[:25]]
+
+    return complete
+
+
+# ------------------------------------------------------------------------- handlers
 
 
 async def _reply(interaction: Interaction, text: str) -> None:
@@ -57,133 +146,77 @@ async def _defer(interaction: Interaction) -> None:
     await interaction.response.defer(ephemeral=True, thinking=True)
 
 
-def _member_commands(frontend: "DiscordFrontend") -> list[app_commands.Command]:
-    config, service = frontend.config, frontend.service
-    shortest, longest = table.duration_range(config)
-    Duration = app_commands.Range[float, shortest, longest]
-    Prompt = app_commands.Range[str, 1, table.prompt_chars(config)]
-    Seed, Temperature, TopK, TopP, Cfg, Tempo = (option_range(n) for n in table.MUSIC_NUMBERS)
-    Genre = app_commands.Range[str, 1, table.GENRE.max_chars]
-    format_choices = [app_commands.Choice(name=f, value=f) for f in table.FORMAT_CHOICES]
-    JobId = app_commands.Range[int, int(table.JOB.low)]  # above 2**53 Discord cannot send
+def _user_id(member: discord.abc.User | None) -> str | None:
+    return str(member.id) if member is not None else None
 
-    async def model_names(interaction: Interaction, current: str) -> list[app_commands.Choice]:
-        # Only loaded models can be requested; offer those when the app has loaded any.
-        names = sorted(service.available_models or config.models.catalogue)
-        keys = [k for k in names if current.lower() in k.lower()]
-        return [app_commands.Choice(name=k, value=k) for k in keys[:25]]
 
-    @app_commands.command(name="music", description="Make an original track from a text prompt")
-    @app_commands.describe(
-        prompt="What the music should sound like", duration="Length in seconds",
-        model="Model to use (default from the server config)", seed="Same seed, similar track",
-        temperature="Randomness of sampling (default 1.0)", top_k="Sample from the k likeliest",
-        top_p="Nucleus sampling (0 = off)", cfg="How closely to follow the prompt (default 3)",
-        genre="Genre folded into the prompt", tempo="Beats per minute",
-        format="File format (default mp3)")
-    @app_commands.choices(format=format_choices)
-    @app_commands.autocomplete(model=model_names)
-    async def music(
-        interaction: Interaction, prompt: Prompt, duration: Duration, model: str | None = None,
-        seed: Seed | None = None, temperature: Temperature | None = None,
-        top_k: TopK | None = None, top_p: TopP | None = None, cfg: Cfg | None = None,
-        genre: Genre | None = None, tempo: Tempo | None = None, format: str | None = None,
-    ) -> None:
-        request = MusicRequest(prompt=prompt, duration=duration, model=model, seed=seed,
-                               temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg,
-                               genre=genre, tempo=tempo, format=format)
-        await frontend.start_job(interaction, lambda actor, dest, key: service.request_music(
-            actor, request, dest, key))
+async def _music(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    request, service = MusicRequest(**values), host.service
+    await host.start_job(interaction, lambda actor, dest, key: service.request_music(
+        actor, request, dest, key))
 
-    @app_commands.command(name="balance", description="Show your tokens (or a member's)")
-    @app_commands.describe(member="Whose balance to show (default: yours)")
-    async def balance(interaction: Interaction, member: discord.User | None = None) -> None:
+
+async def _balance(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    member = values.get("member")
+    await _defer(interaction)
+    amount = await host.service.balance(host.actor(interaction), _user_id(member))
+    whose = "Your" if member is None else f"{member.mention}'s"
+    await _reply(interaction, render.balance_text(amount, whose))
+
+
+async def _history(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await _defer(interaction)
+    jobs = await host.service.history(host.actor(interaction))
+    await _reply(interaction, render.history_text(jobs, DISCORD))
+
+
+async def _queue(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await _defer(interaction)
+    await _reply(interaction, render.queue_text(await host.service.queue(host.actor(interaction))))
+
+
+async def _cancel(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await host.cancel_job(interaction, values.get("job"))
+
+
+async def _track(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await host.send_stored_track(interaction, values["job"])
+
+
+async def _price(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    model = values.get("model") or host.config.models.default
+    tokens = host.service.price(values["duration"], model, values.get("format"))
+    text = render.price_text(tokens, values["duration"], model)
+    await interaction.response.send_message(text, ephemeral=True)
+
+
+async def _help(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    text = render.help_text(host.config, "discord")
+    await interaction.response.send_message(clip(text), ephemeral=True)
+
+
+def _adjust(action: str) -> Handler:
+    async def adjust(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+        member = values["member"]
         await _defer(interaction)
-        amount = await service.balance(frontend.actor(interaction),
-                                       str(member.id) if member else None)
-        whose = "Your" if member is None else f"{member.mention}'s"
-        await _reply(interaction, render.balance_text(amount, whose))
-
-    @app_commands.command(name="history", description="Your recent tracks")
-    async def history(interaction: Interaction) -> None:
-        await _defer(interaction)
-        jobs = await service.history(frontend.actor(interaction))
-        await _reply(interaction, render.history_text(jobs, DISCORD))
-
-    @app_commands.command(name="queue", description="What is waiting to be generated")
-    async def queue(interaction: Interaction) -> None:
-        await _defer(interaction)
-        info = await service.queue(frontend.actor(interaction))
-        await _reply(interaction, render.queue_text(info))
-
-    @app_commands.command(name="cancel", description="Stop a queued or running job (refunded)")
-    @app_commands.describe(job="Job number (default: your newest active job)")
-    async def cancel(interaction: Interaction, job: JobId | None = None) -> None:
-        await frontend.cancel_job(interaction, job)
-
-    @app_commands.command(name="track", description="Send a finished track again")
-    @app_commands.describe(job="Job number (see /history)")
-    async def track(interaction: Interaction, job: JobId) -> None:
-        await frontend.send_stored_track(interaction, job)
-
-    @app_commands.command(name="price", description="What a track would cost")
-    @app_commands.describe(duration="Length in seconds", model="Model (default from config)")
-    @app_commands.autocomplete(model=model_names)
-    async def price(interaction: Interaction, duration: Duration, model: str | None = None) -> None:
-        tokens = service.price(duration, model)
-        key = model or config.models.default
-        await interaction.response.send_message(render.price_text(tokens, duration, key),
-                                                ephemeral=True)
-
-    @app_commands.command(name="help", description="How to use the music bot")
-    async def help_(interaction: Interaction) -> None:
-        await interaction.response.send_message(render.help_text(config), ephemeral=True)
-
-    return [music, balance, history, queue, cancel, track, price, help_]
-
-
-def _tokens_group(frontend: "DiscordFrontend") -> app_commands.Group:
-    """Admin commands. The core refuses non-admins; default_permissions only hides them."""
-    service = frontend.service
-    group = app_commands.Group(
-        name="tokens", description="Manage members' tokens (admins)", guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True))
-    Amount = option_range(table.AMOUNT)
-    Reason = app_commands.Range[str, 1, table.REASON.max_chars]
-
-    async def adjust(interaction: Interaction, member: discord.User, action: str,
-                     amount: int, reason: str | None) -> None:
-        await _defer(interaction)
-        admin = frontend.actor(interaction)
-        balance = await service.adjust_balance(admin, action, str(member.id), amount,
-                                               reason or "")
+        balance = await host.service.adjust_balance(
+            host.actor(interaction), action, str(member.id), values["amount"],
+            values.get("reason") or "")
         await _reply(interaction, render.balance_text(balance, f"{member.mention}'s new"))
 
-    @group.command(name="grant", description="Give a member tokens")
-    @app_commands.describe(member="Who gets them", amount="How many", reason="Shown in the ledger")
-    async def grant(interaction: Interaction, member: discord.User, amount: Amount,
-                    reason: Reason | None = None) -> None:
-        await adjust(interaction, member, "grant", amount, reason)
+    return adjust
 
-    @group.command(name="take", description="Take tokens from a member")
-    @app_commands.describe(member="From whom", amount="How many", reason="Shown in the ledger")
-    async def take(interaction: Interaction, member: discord.User, amount: Amount,
-                   reason: Reason | None = None) -> None:
-        await adjust(interaction, member, "take", amount, reason)
 
-    @group.command(name="set", description="Set a member's balance")
-    @app_commands.describe(member="Whose balance", amount="New balance", reason="For the ledger")
-    async def set_(interaction: Interaction, member: discord.User,
-                   amount: option_range(table.BALANCE),  # type: ignore[valid-type]
-                   reason: Reason | None = None) -> None:
-        await adjust(interaction, member, "set", amount, reason)
+async def _ledger(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await _defer(interaction)
+    entries = await host.service.ledger(host.actor(interaction), _user_id(values.get("member")))
+    await _reply(interaction, render.ledger_text(entries, DISCORD))
 
-    @group.command(name="ledger", description="Recent balance changes")
-    @app_commands.describe(member="Only this member (default: everyone here)")
-    async def ledger(interaction: Interaction, member: discord.User | None = None) -> None:
-        await _defer(interaction)
-        entries = await service.ledger(frontend.actor(interaction),
-                                       str(member.id) if member else None)
-        await _reply(interaction, render.ledger_text(entries, DISCORD))
 
-    return group
+HANDLERS: dict[str, Handler] = {
+    "music": _music, "balance": _balance, "history": _history, "queue": _queue,
+    "cancel": _cancel, "track": _track, "price": _price, "help": _help,
+    "tokens grant": _adjust("grant"), "tokens take": _adjust("take"),
+    "tokens set": _adjust("set"), "tokens ledger": _ledger,
+}
+"""What each catalogue command does on Discord (a test checks none is missing)."""

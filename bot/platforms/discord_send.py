@@ -87,7 +87,7 @@ class Sender:
 
     def _webhook(self, dest: Destination) -> discord.Webhook:
         app_id = dest.extra.get("application_id") or self._client.application_id
-        assert dest.interaction_token is not None
+        assert dest.interaction_token is not None and app_id is not None
         return discord.Webhook.partial(int(app_id), dest.interaction_token, client=self._client)
 
     async def edit(self, dest: Destination, message_id: int, text: str,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.config import Config
+from bot.core import catalogue
 from bot.core.errors import format_wait
 from bot.core.models import Job, JobEvent, JobState, LedgerEntry, QueueInfo, Receipt, Track
 from bot.core.requests import price as price_of
@@ -186,23 +187,29 @@ def price_text(price: int, duration: float, model: str) -> str:
     return f"A {duration:g} s track with `{model}` costs **{price}** tokens."
 
 
-HELP_TEXT = """\
-**/music** `prompt` `duration` — make a track (optional: model, seed, temperature, top_k, top_p, \
-cfg, genre, tempo, format).
-**/balance** — your tokens · **/history** — your recent tracks · **/queue** — what is waiting
-**/cancel** `[job]` — stop a queued or running job (tokens come back) · **/price** `duration`
-**/track** `job` — send a finished track again (kept for a while after it was made)
+HELP_FOOTER = """\
 Buttons on a track: **Re-roll** (same request, new seed), **Extend** (continue it), **Cancel**.
-Admins: **/tokens grant|take|set** `member amount [reason]`, **/tokens ledger** `[member]`.
 Failed renders are refunded automatically. Same seed gives a similar track, not an identical one \
 on other hardware."""
 
 
-def help_text(config: Config) -> str:
-    """:data:`HELP_TEXT` plus the limits of every option, from the core's table."""
+def command_usage(command: catalogue.Command) -> str:
+    """``**/music** `prompt` `duration` `[model]`…``: a command and its options, Discord-style."""
+    words = [f"`{o.name}`" if o.required else f"`[{o.name}]`" for o in command.options]
+    return " ".join([f"**/{command.qualified_name}**", *words])
+
+
+def help_text(config: Config, frontend: str = "discord") -> str:
+    """Every command ``frontend`` offers, generated from the catalogue, then the limits of
+    every option from the core's table."""
     from bot.core.limits import summary
 
-    return f"{HELP_TEXT}\n{summary(config)}"
+    lines = []
+    for command in catalogue.COMMANDS:
+        if command.on(frontend):
+            admins = " (admins)" if command.access is catalogue.Access.ADMIN else ""
+            lines.append(f"{command_usage(command)} — {command.help}{admins}")
+    return "\n".join([*lines, HELP_FOOTER, summary(config)])
 
 
 def to_slack_mrkdwn(text: str) -> str:

@@ -8,110 +8,144 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.config import Config
+from bot.core import catalogue
 from bot.core.limits import summary
-from bot.core.models import Job, JobState
+from bot.core.models import Actor, Destination, Job, JobState, Receipt, Track
+from bot.core.service import MusicService
 from bot.platforms import render
 from bot.platforms.slack_blocks import SLACK, escape, mrkdwn
-from bot.platforms.slack_parse import (
-    HELP,
-    AdminCommand,
-    CancelCommand,
-    Command,
-    InfoCommand,
-    MusicCommand,
-    PriceCommand,
-    TrackCommand,
-    UsageError,
-    parse_command,
-)
+from bot.platforms.slack_parse import HELP, Parsed, UsageError, parse_command
 
-if TYPE_CHECKING:
-    from bot.platforms.slack_bot import SlackFrontend
+Body = dict[str, Any]
+Values = dict[str, Any]
 
-DEFAULT_PRICE_DURATION = "10"
+
+class SlackHost(Protocol):
+    """The Slack frontend as the command runner sees it (handed in: no import circle)."""
+
+    config: Config
+    service: MusicService
+
+    async def actor(self, client: AsyncWebClient, body: Body, check_admin: bool = False) -> Actor:
+        """Who typed the command; admin rights looked up only when asked."""
+
+    def destination(self, body: Body) -> Destination:
+        """Where a job's status and track go."""
+
+    async def reply(self, client: AsyncWebClient, body: Body, text: str) -> None:
+        """Answer the member privately."""
+
+    async def announce(self, client: AsyncWebClient, body: Body, actor: Actor,
+                       receipt: Receipt) -> None:
+        """Post a queued job's status message."""
+
+    async def resend(self, client: AsyncWebClient, body: Body, job: Job, track: Track) -> None:
+        """Upload a stored track again here."""
 
 
 class CommandRunner:
-    """Runs parsed ``/music`` commands for a :class:`SlackFrontend`."""
+    """Runs parsed ``/music`` commands for a :class:`SlackHost`: one handler per catalogue
+    command, each one core call and one rendered answer."""
 
-    def __init__(self, frontend: SlackFrontend) -> None:
+    def __init__(self, frontend: SlackHost) -> None:
         self.frontend = frontend
         self.service = frontend.service
 
-    async def run(self, client: AsyncWebClient, body: dict[str, Any]) -> None:
+    async def run(self, client: AsyncWebClient, body: Body) -> None:
         """Parse the command text and answer; malformed text gets the usage message."""
         try:
-            command = parse_command(body.get("text", ""))
+            parsed = parse_command(body.get("text", ""))
         except UsageError as err:
             # the message quotes the member's words; usage placeholders like <prompt> too
             await self.frontend.reply(client, body, escape(err.message))
             return
-        await self._dispatch(client, body, command)
+        entry = catalogue.command(parsed.command)
+        # admin rights are vouched for here (and enforced by the core) when the command or
+        # a given option may act on someone else's account or job
+        admin = entry.access is catalogue.Access.ADMIN or any(
+            o.others and o.name in parsed.values for o in entry.options)
+        actor = await self.frontend.actor(client, body, check_admin=admin)
+        handler = getattr(self, "_" + parsed.command.replace(" ", "_"))
+        await handler(client, body, actor, parsed.values)
 
-    async def _dispatch(self, client: AsyncWebClient, body: dict[str, Any],
-                        command: Command) -> None:
-        match command:
-            case MusicCommand(request=request):
-                await self._music(client, body, request)
-            case InfoCommand(name="help"):
-                limits = summary(self.service.config)
-                await self.frontend.reply(client, body, escape(f"{HELP}\n{limits}"))
-            case InfoCommand():
-                await self._info(client, body, command)
-            case CancelCommand(job_id=job_id):
-                actor = await self.frontend.actor(client, body, check_admin=job_id is not None)
-                job = await self.service.cancel(actor, job_id)
-                await self.frontend.reply(client, body, cancel_text(job))
-            case TrackCommand(job_id=job_id):
-                # any member of the workspace may ask; errors reach the guard's private reply
-                actor = await self.frontend.actor(client, body)
-                job, track = await self.service.stored_track(actor, job_id)
-                await self.frontend.resend(client, body, job, track)
-            case PriceCommand(duration=duration, model=model):
-                model = model or self.service.config.models.default
-                seconds = duration or DEFAULT_PRICE_DURATION
-                tokens = self.service.price(seconds, model)
-                text = render.price_text(tokens, float(seconds), str(model))
-                await self.frontend.reply(client, body, mrkdwn(text))
-            case AdminCommand():
-                await self._admin(client, body, command)
-
-    async def _music(self, client: AsyncWebClient, body: dict[str, Any], request: Any) -> None:
-        actor = await self.frontend.actor(client, body)
-        receipt = await self.service.request_music(
-            actor, request, self.frontend.destination(body), idempotency_key(body)
-        )
-        await self.frontend.announce(client, body, actor, receipt)
-
-    async def _info(self, client: AsyncWebClient, body: dict[str, Any],
-                    command: InfoCommand) -> None:
-        actor = await self.frontend.actor(client, body, check_admin=command.member is not None)
-        if command.name == "balance":
-            balance = await self.service.balance(actor, command.member)
-            whose = "Your" if command.member is None else f"<@{command.member}>'s"
-            text = render.balance_text(balance, whose)
-        elif command.name == "history":
-            text = render.history_text(await self.service.history(actor), SLACK)
-        else:
-            text = render.queue_text(await self.service.queue(actor))
+    async def _answer(self, client: AsyncWebClient, body: Body, text: str) -> None:
         await self.frontend.reply(client, body, mrkdwn(text))
 
-    async def _admin(self, client: AsyncWebClient, body: dict[str, Any],
-                     command: AdminCommand) -> None:
-        # admin rights are vouched for here and enforced by the core
-        admin = await self.frontend.actor(client, body, check_admin=True)
-        if command.action == "ledger":
-            entries = await self.service.ledger(admin, command.member)
-            await self.frontend.reply(client, body, mrkdwn(render.ledger_text(entries, SLACK)))
-            return
-        balance = await self.service.adjust_balance(admin, command.action, command.member,
-                                                    command.amount, command.reason)
-        text = render.balance_text(balance, f"<@{command.member}>'s")
-        await self.frontend.reply(client, body, mrkdwn(f"Done. {text}"))
+    async def _music(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        receipt = await self.service.request_music(
+            actor, Parsed("music", values).request, self.frontend.destination(body),
+            idempotency_key(body))
+        await self.frontend.announce(client, body, actor, receipt)
+
+    async def _help(self, client: AsyncWebClient, body: Body, actor: Actor,
+                    values: Values) -> None:
+        limits = summary(self.service.config)
+        await self.frontend.reply(client, body, escape(f"{HELP}\n{limits}"))
+
+    async def _balance(self, client: AsyncWebClient, body: Body, actor: Actor,
+                       values: Values) -> None:
+        member = values.get("member")
+        balance = await self.service.balance(actor, member)
+        await self._answer(client, body, render.balance_text(
+            balance, "Your" if member is None else f"<@{member}>'s"))
+
+    async def _history(self, client: AsyncWebClient, body: Body, actor: Actor,
+                       values: Values) -> None:
+        await self._answer(client, body,
+                           render.history_text(await self.service.history(actor), SLACK))
+
+    async def _queue(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        await self._answer(client, body, render.queue_text(await self.service.queue(actor)))
+
+    async def _cancel(self, client: AsyncWebClient, body: Body, actor: Actor,
+                      values: Values) -> None:
+        job = await self.service.cancel(actor, values.get("job"))
+        await self.frontend.reply(client, body, cancel_text(job))
+
+    async def _track(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        # any member of the workspace may ask; errors reach the guard's private reply
+        job, track = await self.service.stored_track(actor, values["job"])
+        await self.frontend.resend(client, body, job, track)
+
+    async def _price(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        model = values.get("model") or self.service.config.models.default
+        tokens = self.service.price(values["duration"], model, values.get("format"))
+        await self._answer(client, body,
+                           render.price_text(tokens, float(values["duration"]), str(model)))
+
+    async def _adjust(self, client: AsyncWebClient, body: Body, actor: Actor, action: str,
+                      values: Values) -> None:
+        member = values["member"]
+        balance = await self.service.adjust_balance(actor, action, member, values["amount"],
+                                                    values.get("reason", ""))
+        text = render.balance_text(balance, f"<@{member}>'s")
+        await self._answer(client, body, f"Done. {text}")
+
+    async def _tokens_grant(self, client: AsyncWebClient, body: Body, actor: Actor,
+                            values: Values) -> None:
+        await self._adjust(client, body, actor, "grant", values)
+
+    async def _tokens_take(self, client: AsyncWebClient, body: Body, actor: Actor,
+                           values: Values) -> None:
+        await self._adjust(client, body, actor, "take", values)
+
+    async def _tokens_set(self, client: AsyncWebClient, body: Body, actor: Actor,
+                          values: Values) -> None:
+        await self._adjust(client, body, actor, "set", values)
+
+    async def _tokens_ledger(self, client: AsyncWebClient, body: Body, actor: Actor,
+                             values: Values) -> None:
+        entries = await self.service.ledger(actor, values.get("member"))
+        await self._answer(client, body, render.ledger_text(entries, SLACK))
 
 
 def cancel_text(job: Job) -> str:

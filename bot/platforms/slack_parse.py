@@ -7,53 +7,65 @@ quotes, ``20s`` for a duration) and strict where a typo would change the meaning
 flags, a flag without a value, an amount that is not a whole number): those raise
 :class:`UsageError`, whose message includes the usage text. Values stay raw strings; the core
 validates ranges and names (``bot.core.requests``). No Slack library is imported here.
+
+Flags, sub-commands, their shapes and every usage and help text are generated from the
+command catalogue (:mod:`bot.core.catalogue`); the admin group is spelled ``admin`` here.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from bot.core import catalogue
+from bot.core.catalogue import Kind, Option
 from bot.core.models import MusicRequest
+from bot.platforms.render import HELP_FOOTER, to_slack_mrkdwn
 
-FLAGS: dict[str, str] = {
-    "duration": "duration", "d": "duration", "seconds": "duration",
-    "seed": "seed",
-    "model": "model", "m": "model",
-    "temperature": "temperature", "temp": "temperature",
-    "top-k": "top_k", "top_k": "top_k", "topk": "top_k",
-    "top-p": "top_p", "top_p": "top_p", "topp": "top_p",
-    "cfg": "cfg", "cfg-coef": "cfg", "cfg_coef": "cfg",
-    "genre": "genre",
-    "tempo": "tempo", "bpm": "tempo",
-    "format": "format",
-}
+PLATFORM = "slack"
+MUSIC = catalogue.command("music")
+FLAGS: dict[str, str] = {s: o.name for o in MUSIC.options if not o.rest for s in o.spellings}
 """Accepted flag spellings → :class:`MusicRequest` field."""
+ADMIN_WORD = catalogue.TOKENS.aliases[0]
+"""Slack's name for the ``tokens`` group (``admin``): its commands hang off ``/music``."""
 
-MUSIC_USAGE = """\
-*Usage:* `/music <prompt> [--duration 20] [--seed 7] [--model medium] [--genre jazz] \
-[--tempo 120] [--temperature 1.0] [--top-k 250] [--top-p 0] [--cfg 3] [--format mp3]`
-Example: `/music calm lo-fi piano with rain --duration 15 --seed 7`"""
 
-HELP = f"""\
-{MUSIC_USAGE}
-`/music balance` — your tokens · `/music history` — your recent tracks · \
-`/music queue` — what is waiting
-`/music cancel [job]` — stop a queued or running job (tokens come back) · \
-`/music price [duration] [--model m]` — what a track costs
-`/music track <job>` — post a finished track here again (numbers are in `/music history`)
-Buttons on a track: *Re-roll* (same request, new seed), *Extend* (continue it), *Cancel*.
-Admins: `/music admin grant|take|set @member amount [reason]`, `/music admin ledger [@member]`.
-Failed renders are refunded automatically. The same seed gives a similar track, not an \
-identical one on other hardware."""
+def _flag(option: Option) -> str:
+    return f"--{option.flag} {option.example}"
 
-TRACK_USAGE = """\
-*Usage:* `/music track <job>` — send a finished track again, e.g. `/music track 12`"""
 
-ADMIN_USAGE = """\
-*Usage:* `/music admin grant|take|set @member amount [reason]` or \
-`/music admin ledger [@member]`"""
+def usage_of(entry: catalogue.Command) -> str:
+    """``/music track <job>``: one command in Slack syntax, generated from the catalogue."""
+    words = ["/music"] if entry.name == "music" else ["/music", entry.name]
+    if entry.group:
+        words = ["/music", ADMIN_WORD, entry.name]
+    for option in entry.options:
+        shown = f"@{option.name}" if option.kind is Kind.MEMBER else option.name
+        if option.positional:
+            words.append(f"<{shown}>" if option.required else f"[{shown}]")
+        else:
+            words.append(_flag(option) if option.required else f"[{_flag(option)}]")
+    return " ".join(words)
+
+
+MUSIC_USAGE = (f"*Usage:* `{usage_of(MUSIC)}`\n"
+               "Example: `/music calm lo-fi piano with rain --duration 15 --seed 7`")
+ADMIN_USAGE = "*Usage:* " + " or ".join(
+    f"`{usage_of(c)}`" for c in catalogue.commands_for(PLATFORM, catalogue.TOKENS.name))
+
+
+def _help() -> str:
+    lines = [MUSIC_USAGE]
+    for entry in catalogue.COMMANDS:
+        if entry.on(PLATFORM) and entry.name != "music":
+            admins = " (admins)" if entry.access is catalogue.Access.ADMIN else ""
+            lines.append(f"`{usage_of(entry)}` — {entry.help}{admins}")
+    return "\n".join([*lines, to_slack_mrkdwn(HELP_FOOTER)])
+
+
+HELP = _help()
 
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 _DASH_FLAG = re.compile(r"^(?:--|—|–)(?=\S)")
@@ -71,74 +83,39 @@ class UsageError(ValueError):
 
 
 @dataclass(frozen=True)
-class MusicCommand:
-    """``/music <prompt> [--flags]``."""
+class Parsed:
+    """A catalogue command (``music``, ``balance``, ``tokens grant``…) and its raw values."""
 
-    request: MusicRequest
+    command: str
+    values: dict[str, Any] = field(default_factory=dict)
 
-
-@dataclass(frozen=True)
-class InfoCommand:
-    """``balance [@member]``, ``history``, ``queue`` or ``help``."""
-
-    name: str
-    member: str | None = None
+    @property
+    def request(self) -> MusicRequest:
+        """The values of a ``music`` command as the core's request."""
+        return MusicRequest(**self.values)
 
 
-@dataclass(frozen=True)
-class CancelCommand:
-    """``cancel [job]``; ``job_id`` None means the member's newest active job."""
-
-    job_id: int | None = None
-
-
-@dataclass(frozen=True)
-class TrackCommand:
-    """``track <job>``: upload a finished job's stored track again, here."""
-
-    job_id: int
-
-
-@dataclass(frozen=True)
-class PriceCommand:
-    """``price [duration] [--model m]``; raw values, validated by the core."""
-
-    duration: str | None = None
-    model: str | None = None
-
-
-@dataclass(frozen=True)
-class AdminCommand:
-    """``admin grant|take|set @member amount [reason]`` or ``admin ledger [@member]``."""
-
-    action: str
-    member: str | None = None
-    amount: int | None = None
-    reason: str = ""
-
-
-Command = (MusicCommand | InfoCommand | CancelCommand | TrackCommand | PriceCommand
-           | AdminCommand)
-
-
-def parse_command(text: str) -> Command:
+def parse_command(text: str) -> Parsed:
     """Turn the text after ``/music`` into a command.
 
     A first word that names a sub-command (``balance``, ``cancel``…) is a sub-command only
     when the rest fits its shape, so ``/music balance of light and dark`` is still a prompt.
 
     Raises:
-        UsageError: empty text, unknown or valueless flag, bad admin arguments, ``track``
-            without a job number.
+        UsageError: empty text, unknown or valueless flag, bad admin arguments, a
+            sub-command without a value it needs (``track``, ``price``).
     """
     words = split_words(text)
     if not words:
         raise UsageError("Tell me what to play.")
     head, rest = words[0].lower(), words[1:]
-    if head == "admin" and rest and rest[0].lower() in ("grant", "take", "set", "ledger"):
-        return _parse_admin(rest)
-    command = _parse_subcommand(head, rest)
-    return command if command is not None else MusicCommand(_parse_music(words))
+    admin = {c.name: c for c in catalogue.commands_for(PLATFORM, catalogue.TOKENS.name)}
+    if head == ADMIN_WORD and rest and rest[0].lower() in admin:
+        entry = admin[rest[0].lower()]
+        return Parsed(entry.qualified_name, _parse_admin(entry, rest[1:]))
+    named = next((c for c in catalogue.commands_for(PLATFORM) if c.name == head), None)
+    parsed = _parse_subcommand(named, rest) if named and named is not MUSIC else None
+    return parsed if parsed is not None else Parsed("music", _parse_music(words))
 
 
 def split_words(text: str) -> list[str]:
@@ -166,51 +143,56 @@ def parse_member(word: str) -> str:
     return match.group(1) or match.group(2)
 
 
-def _parse_subcommand(head: str, rest: list[str]) -> Command | None:
-    if head in ("history", "queue", "help") and not rest:
-        return InfoCommand(head)
-    if head == "balance" and len(rest) <= 1:
-        if not rest:
-            return InfoCommand("balance")
-        if _MENTION.match(rest[0]):
-            return InfoCommand("balance", parse_member(rest[0]))
-        return None
-    if head == "cancel" and len(rest) <= 1:
-        if not rest:
-            return CancelCommand()
-        match = _JOB_ID.match(rest[0])
-        return CancelCommand(int(match.group(1))) if match else None
-    if head == "track" and len(rest) <= 1:
-        if not rest:
-            raise UsageError("Which track? Give its job number.", TRACK_USAGE)
-        match = _JOB_ID.match(rest[0])
-        return TrackCommand(int(match.group(1))) if match else None  # "track one" is a prompt
-    if head == "price":
-        return _parse_price(rest)
-    return None
-
-
-def _parse_price(rest: list[str]) -> PriceCommand | None:
+def _parse_subcommand(entry: catalogue.Command, rest: list[str]) -> Parsed | None:
+    """The sub-command, or None when the words do not fit its shape (then they are a prompt)."""
     positional, flags = _split_flags(rest, usage=MUSIC_USAGE)
-    if len(positional) > 1 or set(flags) - {"duration", "model"}:
+    if set(flags) - {o.name for o in entry.options}:
         return None  # "price of love --genre soul" is a prompt, not a price question
-    duration = flags.get("duration") or (positional[0] if positional else None)
-    if duration is not None and not _looks_numeric(_strip_seconds(duration)):
-        return None
-    return PriceCommand(
-        duration=_strip_seconds(duration) if duration is not None else None,
-        model=flags.get("model"),
-    )
+    values: dict[str, Any] = dict(flags)
+    free = [o for o in entry.positionals if o.name not in values]
+    if len(positional) > len(free):
+        return None  # "cancel culture anthem"
+    for option, word in zip(free, positional, strict=False):
+        value = _fit(option, word)
+        if value is None:
+            return None  # "track twelve"
+        values[option.name] = value
+    if "duration" in values:
+        values["duration"] = _strip_seconds(values["duration"])
+    missing = [o for o in entry.options if o.required and o.name not in values]
+    if missing:
+        raise UsageError(f"`{entry.name}` needs {_nouns(missing)}.",
+                         f"*Usage:* `{usage_of(entry)}`")
+    return Parsed(entry.qualified_name, values)
 
 
-def _parse_music(words: list[str]) -> MusicRequest:
+def _fit(option: Option, word: str) -> Any:
+    """``word`` as a value of ``option`` when it has the option's shape, else None."""
+    if option.kind is Kind.MEMBER:
+        return parse_member(word) if _MENTION.match(word) else None
+    if option.kind is Kind.JOB:
+        match = _JOB_ID.match(word)
+        return int(match.group(1)) if match else None
+    if option.kind in (Kind.NUMBER, Kind.INTEGER):
+        return word if _looks_numeric(_strip_seconds(word)) else None
+    return word
+
+
+def _nouns(options: list[Option]) -> str:
+    """``a member and an amount``, ``a job number``."""
+    names = {"job": "job number"}
+    words = [names.get(o.name, o.name) for o in options]
+    return " and ".join(f"{'an' if w[0] in 'aeiou' else 'a'} {w}" for w in words)
+
+
+def _parse_music(words: list[str]) -> dict[str, Any]:
     positional, flags = _split_flags(words, usage=MUSIC_USAGE)
     prompt = " ".join(positional).strip()
     if not prompt:
         raise UsageError("The prompt is empty: describe the music before the options.")
     if "duration" in flags:
         flags["duration"] = _strip_seconds(flags["duration"])
-    return MusicRequest(prompt=prompt, **flags)
+    return {"prompt": prompt, **flags}
 
 
 def _split_flags(words: list[str], usage: str) -> tuple[list[str], dict[str, str]]:
@@ -241,19 +223,34 @@ def _split_flags(words: list[str], usage: str) -> tuple[list[str], dict[str, str
     return positional, flags
 
 
-def _parse_admin(words: list[str]) -> AdminCommand:
-    action, args = words[0].lower(), words[1:]
-    if action == "ledger":
-        if len(args) > 1:
-            raise UsageError("`admin ledger` takes at most one member.", ADMIN_USAGE)
-        return AdminCommand("ledger", parse_member(args[0]) if args else None)
-    if len(args) < 2:
-        raise UsageError(f"`admin {action}` needs a member and an amount.", ADMIN_USAGE)
-    member = parse_member(args[0])
-    amount_text = args[1].replace(",", "").replace("_", "")
-    if not re.fullmatch(r"[+-]?\d+", amount_text):
-        raise UsageError(f"`{args[1]}` is not a whole number of tokens.", ADMIN_USAGE)
-    return AdminCommand(action, member, int(amount_text), " ".join(args[2:]))
+def _parse_admin(entry: catalogue.Command, words: list[str]) -> dict[str, Any]:
+    """Admin words are never a prompt: anything that does not fit is explained."""
+    name = f"{ADMIN_WORD} {entry.name}"
+    options = entry.positionals
+    required = [o for o in options if o.required]
+    if len(words) < len(required):
+        raise UsageError(f"`{name}` needs {_nouns(required)}.", ADMIN_USAGE)
+    if len(words) > len(options) and not options[-1].rest:
+        raise UsageError(f"`{name}` takes at most one {options[-1].name}."
+                         if len(options) == 1 else f"`{name}` takes too many words.",
+                         ADMIN_USAGE)
+    values: dict[str, Any] = {}
+    for index, option in enumerate(options):
+        if index < len(words):
+            values[option.name] = _admin_value(option, words[index:] if option.rest
+                                               else [words[index]])
+    return values
+
+
+def _admin_value(option: Option, words: list[str]) -> Any:
+    if option.kind is Kind.MEMBER:
+        return parse_member(words[0])
+    if option.kind is Kind.INTEGER:
+        text = words[0].replace(",", "").replace("_", "")
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise UsageError(f"`{words[0]}` is not a whole number.", ADMIN_USAGE)
+        return int(text)
+    return " ".join(words)
 
 
 def _strip_seconds(value: str) -> str:

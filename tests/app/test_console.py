@@ -53,7 +53,7 @@ async def console(tmp_path: Path) -> AsyncIterator[ConsoleFrontend]:
     ("/track abc", "job"),
     ("/cancel 0", "job"),
     ("/tokens", "command"),
-    ("/tokens grant", "command"),
+    ("/tokens grant", "member"),
     ("/tokens grant bob ten", "amount"),
 ])
 async def test_bad_console_input_names_the_field_and_changes_nothing(

@@ -23,7 +23,7 @@ from bot.core.requests import validate_request
 from bot.platforms.console import ConsoleFrontend
 from bot.platforms.discord_bot import DiscordFrontend
 from bot.platforms.discord_commands import build_commands
-from bot.platforms.slack_parse import MusicCommand, UsageError, parse_command
+from bot.platforms.slack_parse import UsageError, parse_command
 
 # Discord's and Slack's names for a MusicRequest field
 DISCORD_OPTION = {"cfg": "cfg"}
@@ -76,7 +76,7 @@ def slack_accepts(config: Config, flag: str, value: Any) -> bool:
         command = parse_command(f"{base} --{flag} {value}")
     except UsageError:
         return False
-    assert isinstance(command, MusicCommand)
+    assert command.command == "music"
     try:
         validate_request(config, command.request)
     except InvalidRequest:
