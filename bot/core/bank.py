@@ -15,11 +15,11 @@ from collections.abc import Callable
 import aiosqlite
 
 from bot.config import Config
-from bot.core import ledger
+from bot.core import ledger, limits
 from bot.core.db import Database
 from bot.core.errors import InsufficientTokens, InvalidRequest, NotAuthorized
 from bot.core.models import SHARED_COMMUNITY, AccountKey, Actor, Job, LedgerEntry, LedgerKind
-from bot.core.requests import validate_amount, validate_user_id
+from bot.core.requests import validate_amount, validate_text, validate_user_id
 
 
 class Bank:
@@ -70,7 +70,7 @@ class Bank:
             raise NotAuthorized(self._manage_what())
         user = validate_user_id("member", member)
         tokens = validate_amount(amount, allow_zero=action == "set")
-        note = " ".join(str(reason or "").split())[:200]
+        note = validate_text(self.config, "reason", reason or "", limits.REASON.max_chars)
         key = self.account_key(admin.platform, admin.community, user)
         now = self._clock()
         async with self.db.write() as conn:

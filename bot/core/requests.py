@@ -85,7 +85,7 @@ def validate_text(config: Config, field: str, value: Any, max_chars: int) -> str
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") for ch in text):
         raise InvalidRequest(field, "contains control or invisible characters")
     if len(text) > max_chars:
-        raise InvalidRequest(field, f"is {len(text)} characters long; the limit is {max_chars}")
+        raise InvalidRequest(field, f"must be at most {max_chars} characters (this is {len(text)})")
     lowered = text.casefold()
     for word in config.limits.blocked_words:
         if re.search(rf"\b{re.escape(word.casefold())}\b", lowered):

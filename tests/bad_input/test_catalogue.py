@@ -22,9 +22,14 @@ from bot.config import Config
 from bot.core import catalogue
 from bot.core.catalogue import Kind, Option
 from bot.core.errors import InvalidRequest
-from bot.core.limits import NumberLimit, TextLimit
+from bot.core.limits import REASON, NumberLimit, TextLimit
 from bot.core.models import MusicRequest
-from bot.core.requests import validate_amount, validate_job_id, validate_request
+from bot.core.requests import (
+    validate_amount,
+    validate_job_id,
+    validate_request,
+    validate_text,
+)
 from bot.core.service import MusicService
 from bot.platforms import discord_commands, render
 from bot.platforms.console import ConsoleFrontend
@@ -148,17 +153,8 @@ def _bounded(config: Config) -> list[tuple[catalogue.Command, Option, Any]]:
             probes = _probes(bound)
             if option.kind is Kind.JOB:  # Discord cannot carry the top (2**63 - 1) at all
                 probes = [int(bound.low), int(bound.low) - 1]  # type: ignore[union-attr]
-            cases += [_mark(entry, option, v) for v in probes]
+            cases += [(entry, option, v) for v in probes]
     return cases
-
-
-def _mark(entry: catalogue.Command, option: Option, value: Any) -> Any:
-    if option.name != "reason":
-        return (entry, option, value)
-    # Known drift, owned by the core: bank.adjust cuts a reason to 200 characters instead of
-    # refusing it, so Discord (which enforces the table's 200) refuses what the others take.
-    return pytest.param((entry, option, value), marks=pytest.mark.xfail(
-        strict=len(value) > 200, reason="the core truncates long reasons"))
 
 
 def _case_id(case: Any) -> str:
@@ -180,6 +176,8 @@ def core_accepts(service: MusicService, entry: catalogue.Command, name: str, val
             service.price(**{**BASE["price"], name: value})
         elif name == "amount":
             validate_amount(value, allow_zero=entry.name == "set")
+        elif name == "reason":
+            validate_text(service.config, "reason", value, REASON.max_chars)
         else:
             validate_job_id(value)
     except InvalidRequest:

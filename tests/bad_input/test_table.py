@@ -52,7 +52,7 @@ def _bad_numbers(limit: NumberLimit) -> list[Any]:
 def _music_cases() -> list[tuple[str, dict[str, Any], str]]:
     """(field, request fields, text the message must contain besides the field)."""
     cases: list[tuple[str, dict[str, Any], str]] = []
-    for prompt, hint in [("", "empty"), ("   \n ", "empty"), ("x" * 401, "limit is 400"),
+    for prompt, hint in [("", "empty"), ("   \n ", "empty"), ("x" * 401, "at most 400 characters"),
                          ("a\x00b", "control"), ("zero\u200bwidth", "invisible"),
                          (None, "text of at most 400"), (42, "text of at most 400"),
                          (["a"], "text of at most 400")]:

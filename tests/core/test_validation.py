@@ -124,7 +124,7 @@ async def test_unknown_job_id_is_not_found(alice_has_history: MusicService) -> N
 @pytest.mark.parametrize(("prompt", "reason"), [
     ("", "empty"),
     ("   \n\t ", "empty"),
-    ("x" * 10_000, "10000 characters long; the limit is 400"),
+    ("x" * 10_000, "must be at most 400 characters (this is 10000)"),
     ("lofi\x00beat", "control"),
     ("\x1b[31mred\x1b[0m", "control"),
     ("zero\u200bwidth", "invisible"),
