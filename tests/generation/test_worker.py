@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from bot.core.db import Database
 from bot.core.models import Destination, EventKind, JobState, LedgerKind, MusicRequest
 from bot.core.service import MusicService
 from generation.engine import Engine, GenerationRequest
+from generation.worker import Worker
 from tests.generation.conftest import ADMIN, MEMBER, BotWorker, RecordingFrontend, queue
 
 
@@ -279,3 +281,43 @@ async def test_warm_up_gives_the_first_member_an_eta(
     assert receipt.position == 1 and receipt.eta_s is not None and receipt.eta_s > 0
     await worker.run_until_idle()
     await worker.stop()
+
+
+async def test_a_slow_upload_never_holds_the_model(
+    service: MusicService, engine: Engine, config: Config, frontend: RecordingFrontend
+) -> None:
+    """Delivery is its own stage: while the first track's upload hangs, the worker renders
+    the next job (before, uploads ran inside the worker and held the GPU idle)."""
+    upload_may_finish = asyncio.Event()
+    original = frontend.deliver
+
+    async def hanging_upload(job: Any, track: Any) -> None:
+        await upload_may_finish.wait()
+        await original(job, track)
+
+    frontend.deliver = hanging_upload  # type: ignore[method-assign]
+    worker = Worker(service.settlement, {"debug": engine}, config)
+    delivery = asyncio.create_task(service.delivery.run_forever())
+    await worker.start()
+    try:
+        first = await queue(service, "first", duration=1)
+        await wait_for(lambda: frontend.kinds(first.id).count(EventKind.PROGRESS) > 0)
+        second = await queue(service, "second", duration=1)
+        await wait_for_state(service, second.id, JobState.RENDERED)
+        assert (await service.get_job(first.id)).state is JobState.RENDERED  # still uploading
+        upload_may_finish.set()
+        await wait_for_state(service, first.id, JobState.DONE)
+        await wait_for_state(service, second.id, JobState.DONE)
+    finally:
+        upload_may_finish.set()
+        await worker.stop()
+        delivery.cancel()
+        await asyncio.gather(delivery, return_exceptions=True)
+        await service.delivery.stop()
+
+
+async def wait_for_state(service: MusicService, job_id: int, state: JobState) -> None:
+    deadline = time.monotonic() + 60
+    while (await service.get_job(job_id)).state is not state:
+        assert time.monotonic() < deadline, f"job {job_id} never became {state.value}"
+        await asyncio.sleep(0.02)

@@ -121,6 +121,22 @@ def queue(folder: Path, prompts: list[tuple[str, float]]) -> list[int]:
     return asyncio.run(queue_jobs(folder, prompts))
 
 
+def set_balance(folder: Path, amount: int) -> None:
+    """``musicbot admin set`` for MEMBER, through the core (an operator's command)."""
+
+    async def act() -> None:
+        config = load_config(folder / "config.yaml", environ={}, dotenv=None)
+        db = await Database(config.database_path).open()
+        try:
+            operator = Actor(MEMBER.platform, MEMBER.community, "shell:test", is_admin=True,
+                             operator=True)
+            await MusicService(config, db).set_balance(operator, MEMBER.user, amount)
+        finally:
+            await db.close()
+
+    asyncio.run(act())
+
+
 def rows(folder: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
     conn = sqlite3.connect(folder / "bot.sqlite3", timeout=30)
     conn.row_factory = sqlite3.Row

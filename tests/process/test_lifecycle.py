@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .harness import books, deliveries, queue, rows, start_bot, states, wait_until, write_config
+from bot.core.ledger import MAX_BALANCE
+
+from .harness import (
+    books,
+    deliveries,
+    queue,
+    rows,
+    set_balance,
+    start_bot,
+    states,
+    wait_until,
+    write_config,
+)
 
 
 def _settled(folder: Path) -> bool:
@@ -115,4 +127,22 @@ def test_two_bots_on_one_file_share_the_queue_without_overlap(tmp_path: Path) ->
     assert states(tmp_path) == dict.fromkeys(jobs, "done")
     assert deliveries(tmp_path) == dict.fromkeys(jobs, 1)
     assert all(r["attempts"] == 1 for r in rows(tmp_path, "SELECT attempts FROM jobs"))
+    _assert_promise_kept(tmp_path)
+
+
+def test_a_refund_past_the_balance_cap_never_stops_the_bot(tmp_path: Path) -> None:
+    write_config(tmp_path, max_crashes=1)
+    [job] = queue(tmp_path, [("rich member", 2.0)])
+    set_balance(tmp_path, MAX_BALANCE)  # an admin sets the cap while the job is pending
+    crashed = start_bot(tmp_path, crash_at="generating")
+    assert crashed.wait(180) == -9  # the job's process dies: with max_crashes 1 it must fail
+
+    again = start_bot(tmp_path)  # recovery refunds past the cap, and the bot still starts
+    try:
+        assert wait_until(lambda: states(tmp_path)[job] == "failed", 120)
+        assert again.alive()
+    finally:
+        assert again.stop() == 0
+    balance = rows(tmp_path, "SELECT balance FROM accounts")[0]["balance"]
+    assert balance == MAX_BALANCE + rows(tmp_path, "SELECT price FROM jobs")[0]["price"]
     _assert_promise_kept(tmp_path)
