@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot.config import Config, load_config
@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         configure_logging(config.log_level)
-        return args.handler(args, config)
+        handler: Callable[[argparse.Namespace, Config], int] = args.handler
+        return handler(args, config)
     except MusicBotError as exc:
         print(f"musicbot: {exc.user_message}", file=sys.stderr)
         return 2
