@@ -11,14 +11,19 @@ under way finish, notifications drain, then the frontends disconnect and the dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import Config
 from bot.core.db import Database
 from bot.core.ports import Frontend
 from bot.core.recovery import RecoveryReport
 from bot.core.service import MusicService
+
+if TYPE_CHECKING:  # torch loads with generation: only the commands that render import it
+    from generation.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,17 @@ class App:
         self.worker: Any = None
         self.recovery_report: RecoveryReport | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def store(config: Config) -> AsyncIterator[MusicService]:
+        """The use cases over an open (migrated) database, without models, worker or frontends.
+
+        For commands that only read or move tokens (``musicbot admin``): nothing renders,
+        nothing is recovered, and the database closes on leaving the block.
+        """
+        async with open_database(config) as db:
+            yield MusicService(config, db)
 
     def add_frontend(self, frontend: Frontend) -> None:
         """Register a frontend; if it has start()/stop(), the app runs them."""
@@ -130,16 +146,32 @@ class App:
         await self.stop()
 
 
-def load_engines(config: Config) -> dict[str, Any]:
-    """Load the default model and ``models.preload`` once, at start-up (slow, blocking)."""
+@contextlib.asynccontextmanager
+async def open_database(config: Config, *, migrate: bool = True) -> AsyncIterator[Database]:
+    """The database of ``config``, open for the block; ``migrate=False`` leaves the schema as
+    it is (``musicbot db upgrade`` and ``doctor`` look at it before changing anything)."""
+    db = Database(config.database_path)
+    await db.open(migrate=migrate)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def load_engine(config: Config, key: str) -> Engine:
+    """Load catalogue model ``key`` on the configured device (slow, blocking)."""
     from generation.engine import Engine
 
-    engines: dict[str, Any] = {}
+    return Engine.load(config.model_source(key), config.generation.device,
+                       extend_stride_s=config.generation.extend_stride_s)
+
+
+def load_engines(config: Config) -> dict[str, Engine]:
+    """Load the default model and ``models.preload`` once, at start-up (slow, blocking)."""
+    engines: dict[str, Engine] = {}
     for key in dict.fromkeys([config.models.default, *config.models.preload]):
-        source = config.model_source(key)
-        engine = Engine.load(source, config.generation.device,
-                             extend_stride_s=config.generation.extend_stride_s)
-        log.info("model %s (%s) ready on %s in %.1f s%s", key, source, engine.device,
+        engine = load_engine(config, key)
+        log.info("model %s (%s) ready on %s in %.1f s%s", key, engine.source, engine.device,
                  engine.load_s, " — random weights: output is noise" if engine.noise else "")
         engines[key] = engine
     return engines

@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot.config import Config, load_config
@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         configure_logging(config.log_level)
-        return args.handler(args, config)
+        handler: Callable[[argparse.Namespace, Config], int] = args.handler
+        return handler(args, config)
     except MusicBotError as exc:
         print(f"musicbot: {exc.user_message}", file=sys.stderr)
         return 2
@@ -241,12 +242,11 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> int:
     params = validate_request(config, generate_request(args, _output_format(args, config)))
     output = Path(args.output or f"track.{params.format}")
     # Imported only now: torch takes seconds to import, and bad input should fail at once.
+    from bot.app import load_engine
     from generation.audio import make_track
-    from generation.engine import Engine
     from generation.errors import GenerationError
 
-    engine = Engine.load(config.model_source(params.model), config.generation.device,
-                         extend_stride_s=config.generation.extend_stride_s)
+    engine = load_engine(config, params.model)
     print(f"model {params.model} on {engine.device} (loaded in {engine.load_s:.1f} s)"
           + (" — random weights: the output is NOISE" if engine.noise else ""), file=sys.stderr)
     bar = _ProgressBar()
@@ -309,9 +309,8 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_admin(args: argparse.Namespace, config: Config) -> int:
     """Balances and ledger of any community, acting as the shell operator (an admin)."""
-    from bot.core.db import Database
+    from bot.app import App
     from bot.core.models import Actor
-    from bot.core.service import MusicService
     from bot.platforms import render
 
     operator = f"shell:{os.environ.get('USER', 'operator')}"
@@ -320,8 +319,7 @@ def cmd_admin(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(f"usage: musicbot admin {args.action} MEMBER AMOUNT [--reason TEXT]")
 
     async def act() -> str:
-        async with Database(config.database_path) as db:
-            service = MusicService(config, db)
+        async with App.store(config) as service:
             if args.action == "ledger":
                 return render.ledger_text(await service.ledger(actor, args.member, args.limit))
             if args.action == "balance":
@@ -338,15 +336,11 @@ def cmd_admin(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, config: Config) -> int:
-    from bot.core.db import Database
+    from bot.app import open_database
 
     async def upgrade() -> list[int]:
-        db = Database(config.database_path)
-        await db.open(migrate=False)
-        try:
+        async with open_database(config, migrate=False) as db:
             return await db.upgrade()
-        finally:
-            await db.close()
 
     applied = asyncio.run(upgrade())
     where = config.database_path

@@ -87,15 +87,12 @@ def check_data_dir(config: Config) -> Check:
 
 
 def check_database(config: Config) -> Check:
-    from bot.core.db import LATEST_VERSION, Database
+    from bot.app import open_database
+    from bot.core.db import LATEST_VERSION
 
     async def probe() -> int:
-        db = Database(config.database_path)
-        await db.open(migrate=False)
-        try:
+        async with open_database(config, migrate=False) as db:
             return await db.version()
-        finally:
-            await db.close()
 
     try:
         version = asyncio.run(probe())
@@ -109,12 +106,11 @@ def check_database(config: Config) -> Check:
 
 
 def check_model(config: Config, key: str) -> Check:
+    from bot.app import load_engine
+
     source = config.model_source(key)
     try:
-        from generation.engine import Engine
-
-        engine = Engine.load(source, config.generation.device,
-                             extend_stride_s=config.generation.extend_stride_s)
+        engine = load_engine(config, key)
     except MusicBotError as exc:
         return Check(f"model {key}", False, exc.user_message,
                      "use --model debug to test without weights, or point models.catalogue "

@@ -8,29 +8,15 @@ from __future__ import annotations
 
 import math
 
+# Defined beside the config (which must not import the core); re-exported here for the core
+# and the frontends.
+from bot.errors import ConfigError, MusicBotError
 
-class MusicBotError(Exception):
-    """Base of every error the bot raises on purpose.
-
-    ``code`` is a stable machine name; ``user_message`` is a complete sentence for the member.
-    """
-
-    code = "error"
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
-
-
-class ConfigError(MusicBotError):
-    """The configuration file or environment is wrong; ``key`` names the offending setting."""
-
-    code = "config"
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"Configuration error at '{key}': {reason}")
-        self.key = key
-        self.reason = reason
+__all__ = [
+    "ConfigError", "DeliveryError", "InsufficientTokens", "InvalidRequest", "JobNotCancellable",
+    "JobNotFound", "LimitReached", "MusicBotError", "NotAuthorized", "NothingToCancel",
+    "ServiceUnavailable", "format_wait",
+]
 
 
 class InvalidRequest(MusicBotError):

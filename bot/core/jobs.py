@@ -267,7 +267,7 @@ async def expire_owner(conn: aiosqlite.Connection, owner: str) -> int:
     """End the leases of a process known to be dead, so its jobs can be taken over now."""
     rows = await conn.execute_fetchall(
         "UPDATE jobs SET lease_expires_at = 0 WHERE owner = ? RETURNING id", (owner,))
-    return len(rows)
+    return len(list(rows))  # typed as an Iterable, though aiosqlite returns a list
 
 
 # --------------------------------------------------------------------------- delivery

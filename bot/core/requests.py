@@ -11,7 +11,7 @@ import math
 import re
 import secrets
 import unicodedata
-from typing import Any
+from typing import Any, cast
 
 from bot.config import FORMATS, Config
 from bot.core import limits as table
@@ -57,7 +57,7 @@ def validate_duration(config: Config, value: Any, model: str) -> float:
                              f"({low} to {table.show(limit)})")
     seconds = number("duration", value, config.limits.min_duration_s, limit,
                      unit=" seconds")
-    return round(seconds, 1)
+    return cast(float, round(seconds, 1))
 
 
 def validate_model(config: Config, value: Any) -> str:
@@ -95,13 +95,13 @@ def validate_text(config: Config, field: str, value: Any, max_chars: int) -> str
 
 def validate_amount(value: Any, *, allow_zero: bool = False) -> int:
     """A whole number of tokens: 1..MAX_BALANCE (0 allowed for ``set``)."""
-    return limited(table.BALANCE if allow_zero else table.AMOUNT, value)
+    return cast(int, limited(table.BALANCE if allow_zero else table.AMOUNT, value))
 
 
 def validate_job_id(value: Any) -> int:
     if isinstance(value, str):
         value = value.strip().lstrip("#")
-    return limited(table.JOB, value)
+    return cast(int, limited(table.JOB, value))
 
 
 def limited(limit: NumberLimit, value: Any) -> Any:

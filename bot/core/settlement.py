@@ -13,6 +13,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
+from typing import cast
 
 from bot.config import Config
 from bot.core import faults, jobs
@@ -99,7 +100,7 @@ class Settlement:
         row = await self.db.fetchone("SELECT track_path FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(job_id)
-        return row[0]
+        return cast("str | None", row[0])
 
     # ------------------------------------------------------------------ settling
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 import typing
@@ -18,6 +19,7 @@ EXAMPLE = ROOT / "config.example.yaml"
 
 
 def _keys(cls: type, prefix: str = "") -> set[str]:
+    """Every option of the schema, nested sections included (``limits.rate_limit.count``)."""
     keys = set()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -29,12 +31,15 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
     return keys
 
 
-def _yaml_keys(data: dict, prefix: str = "", depth: int = 0) -> set[str]:
+def _yaml_keys(data: dict, schema: type = Config, prefix: str = "") -> set[str]:
+    """The keys the example sets, descending only where the schema has a section."""
     keys = set()
+    hints = typing.get_type_hints(schema)
     for key, value in data.items():
         keys.add(prefix + key)
-        if isinstance(value, dict) and depth < 1:
-            keys |= _yaml_keys(value, f"{prefix}{key}.", depth + 1)
+        section = hints.get(key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(section):
+            keys |= _yaml_keys(value, section, f"{prefix}{key}.")
     return keys
 
 
@@ -42,8 +47,35 @@ def test_example_config_loads_and_documents_every_option() -> None:
     config = load_config(EXAMPLE, environ={}, dotenv=None)
     assert config.models.default == "small"
     documented = _yaml_keys(yaml.safe_load(EXAMPLE.read_text()))
-    missing = {k for k in _keys(Config) if k.count(".") <= 1} - documented
+    missing = _keys(Config) - documented
     assert not missing, f"options missing from config.example.yaml: {sorted(missing)}"
+    assert documented == _keys(Config), "the example sets keys the schema does not know"
+
+
+def test_the_ledger_cap_the_config_checks_is_the_ledgers() -> None:
+    from bot.config import MAX_BALANCE
+    from bot.core.ledger import MAX_BALANCE as LEDGER_MAX
+
+    assert MAX_BALANCE == LEDGER_MAX
+
+
+def test_config_errors_are_caught_as_the_cores_errors(tmp_path: Path) -> None:
+    from bot.core.errors import MusicBotError
+
+    path = tmp_path / "config.yaml"
+    path.write_text("economy:\n  starting_balance: -1\n")
+    with pytest.raises(MusicBotError):
+        load_config(path, environ={}, dotenv=None)
+
+
+@pytest.mark.parametrize("module", ["config.py", "config_rules.py", "config_secrets.py",
+                                    "errors.py"])
+def test_the_config_imports_nothing_of_the_core(module: str) -> None:
+    tree = ast.parse((ROOT / "bot" / module).read_text())
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    inward = ("bot.core", "bot.platforms", "bot.app", "generation")
+    assert not {m for m in modules if m and m.startswith(inward)}
 
 
 @pytest.mark.parametrize(
@@ -60,6 +92,19 @@ def test_example_config_loads_and_documents_every_option() -> None:
         ("discord_token: abc\n", "discord_token", "environment"),
         ("economy: 5\n", "economy", "mapping"),
         ("limits:\n  blocked_words: spam\n", "limits.blocked_words", "list"),
+        ("limits:\n  rate_limit: {count: 0}\n", "limits.rate_limit.count", "at least 1"),
+        ("limits:\n  rate_limit: {count: 5, windw_s: 9}\n", "limits.rate_limit.windw_s",
+         "known: count, window_s"),
+        ("pricing:\n  models: {large: {minmum: 1}}\n", "pricing.models.large.minmum",
+         "unknown setting"),
+        ("pricing:\n  models: {large: {per_second: -1}}\n", "pricing.models.large.per_second",
+         "0 or more"),
+        ("discord:\n  owners: [12, null]\n", "discord.owners[1]", "expected text"),
+        ("generation:\n  lease_s: '30'\n", "generation.lease_s", "expected a number"),
+        ("audio:\n  waveform: 1\n", "audio.waveform", "true or false"),
+        ("delivery:\n  retry_delays_s: [2, .inf]\n", "delivery.retry_delays_s[1]", "finite"),
+        ("models:\n  preload: [huge]\n", "models.preload", "key of models.catalogue"),
+        ("secrets: {discord_token: abc}\n", "secrets", "environment"),
     ],
 )
 def test_a_wrong_setting_is_refused_naming_its_key(
@@ -116,3 +161,19 @@ def test_model_override_adds_unknown_sources_to_the_catalogue() -> None:
     local = config.with_model("/models/my-musicgen")
     assert local.models.default == "/models/my-musicgen"
     assert local.model_source("/models/my-musicgen") == "/models/my-musicgen"
+
+
+def test_ids_written_without_quotes_are_text(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("discord:\n  owners: [123456789012345678]\n  guild_ids: [42]\n")
+    config = load_config(path, environ={}, dotenv=None)
+    assert config.discord.owners == ["123456789012345678"]
+    assert config.discord.guild_ids == ["42"]
+
+
+def test_a_blank_secret_counts_as_unset(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("SLACK_BOT_TOKEN=\nOTHER_SETTING=1\n")
+    config = load_config(None, environ={"DISCORD_TOKEN": "  "}, dotenv=dotenv)
+    assert config.secrets.discord_token is None
+    assert config.secrets.slack_bot_token is None
