@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -86,7 +88,7 @@ class Worker:
         self.engines = engines
         self.config = config
         self.platforms = platforms
-        self._batchers: dict[str, ContinuousBatcher] = {}
+        self._batchers: dict[str, ContinuousBatcher | OneAtATime] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
         self._alone: dict[str, int] = {}
         """Model key → the suspect job (one that was running at a crash) it runs by itself."""
@@ -133,8 +135,13 @@ class Worker:
         if not self.running:
             self._shutdown.clear()  # a stopped worker can still be drained by hand
         before = self.jobs_done
-        while await self._fill() or self._running:
-            await self._wait_for_change(timeout=None)
+        while True:
+            busy = bool(self._running)  # read first: a job may end while _fill awaits
+            claimed = await self._fill()
+            if not claimed and not busy and not self._running:
+                break
+            if not claimed:
+                await self._wait_for_change(timeout=None)
         await self._flush_progress()
         return self.jobs_done - before
 
@@ -227,11 +234,15 @@ class Worker:
     def _known_engines(self) -> Mapping[str, Engine]:
         return {} if callable(self.engines) else self.engines
 
-    def _batcher(self, key: str, engine: Engine) -> ContinuousBatcher:
+    def _batcher(self, key: str, engine: Engine) -> ContinuousBatcher | OneAtATime:
         batcher = self._batchers.get(key)
         if batcher is None:
-            batcher = ContinuousBatcher(engine, slots=self.config.generation.max_batch,
-                                        kv_budget_mib=_kv_budget(self.config, engine))
+            try:
+                batcher = ContinuousBatcher(engine, slots=self.config.generation.max_batch,
+                                            kv_budget_mib=_kv_budget(self.config, engine))
+            except GenerationError as exc:  # an architecture our decode loop does not run
+                log.warning("%s: %s; its jobs run one at a time", key, exc.user_message)
+                batcher = OneAtATime(engine)
             self._batchers[key] = batcher
         return batcher
 
@@ -402,6 +413,44 @@ class Worker:
     async def _settle(work: Awaitable[object]) -> None:
         """Run the bookkeeping to the end even if our task is cancelled meanwhile."""
         await asyncio.shield(asyncio.ensure_future(work))
+
+
+class OneAtATime:
+    """audiocraft's own ``generate`` for models the continuous batcher refuses (melody
+    conditioning, other attention variants): one job at a time, same interface."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.mean_occupancy = 1.0
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen")
+
+    @property
+    def free_slots(self) -> int:
+        with self._lock:
+            return 0 if self._busy else 1
+
+    def submit(
+        self, request: GenerationRequest, *, on_progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Future[Audio]:
+        with self._lock:
+            self._busy += 1
+        future = self._executor.submit(self._generate, request, on_progress, should_stop)
+        future.add_done_callback(self._done)
+        return future
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def _generate(self, request: GenerationRequest, on_progress: Callable[[float], None] | None,
+                  should_stop: Callable[[], bool] | None) -> Audio:
+        return self.engine.generate([request], on_progress, should_stop)[0]
+
+    def _done(self, _future: Future[Audio]) -> None:
+        with self._lock:
+            self._busy -= 1
 
 
 def _kv_budget(config: Config, engine: Engine) -> float | None:

@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 import torch
+from audiocraft.models import MusicGen
+from audiocraft.models.builders import get_debug_compression_model
+from audiocraft.models.lm import LMModel
+from audiocraft.modules.codebooks_patterns import DelayedPatternProvider
+from audiocraft.modules.conditioners import ConditionFuser, ConditioningProvider, LUTConditioner
 from pydub import AudioSegment
 
 from bot.config import Config
@@ -18,7 +23,7 @@ from bot.core.db import Database
 from bot.core.models import Destination, EventKind, JobState, LedgerKind, MusicRequest
 from bot.core.service import MusicService
 from generation.engine import Engine, GenerationRequest
-from generation.worker import Worker
+from generation.worker import OneAtATime, Worker
 from tests.generation.conftest import ADMIN, MEMBER, BotWorker, RecordingFrontend, queue
 
 
@@ -321,3 +326,29 @@ async def wait_for_state(service: MusicService, job_id: int, state: JobState) ->
     while (await service.get_job(job_id)).state is not state:
         assert time.monotonic() < deadline, f"job {job_id} never became {state.value}"
         await asyncio.sleep(0.02)
+
+
+async def test_a_model_the_batcher_cannot_run_still_serves_members_one_at_a_time(
+    service: MusicService, config: Config, frontend: RecordingFrontend,
+) -> None:
+    """An LM the decode loop does not implement (here rotary positions; in practice melody
+    conditioning) is served by audiocraft's own generate, one job at a time, not failed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        provider = ConditioningProvider(
+            {"description": LUTConditioner(n_bins=128, dim=16, output_dim=16,
+                                           tokenizer="noop")}, device="cpu")
+        fuser = ConditionFuser({"cross": ["description"], "prepend": [], "sum": [],
+                                "input_interpolate": []})
+        lm = LMModel(DelayedPatternProvider(n_q=4), provider, fuser, n_q=4, card=400, dim=16,
+                     num_heads=4, custom=True, num_layers=2, cross_attention=True,
+                     causal=True, positional_embedding="rope").eval()
+        model = MusicGen("rope-debug", get_debug_compression_model("cpu"), lm, max_duration=30)
+    rope = Engine(model, "debug", "cpu", noise=True, extend_stride_s=18.0)
+    jobs = [await queue(service, f"rotary {i}", seed=i, duration=1) for i in range(2)]
+    worker = BotWorker(service, {"debug": rope}, config)
+    await worker.run_until_idle()
+    assert isinstance(worker._batchers["debug"], OneAtATime)
+    assert [(await service.get_job(j.id)).state for j in jobs] == [JobState.DONE] * 2
+    assert set(frontend.delivered) == {j.id for j in jobs}
+    await worker.stop()
