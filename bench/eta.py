@@ -4,7 +4,7 @@ A queue of mixed lengths arrives at once; the worker (continuous batching) has w
 ``musicbot run`` does at start. For each job the receipt's ETA is compared with the measured
 time from request to ``rendered``. Prints the median and p90 of |error| / actual.
 
-Usage: ``python -m bench.eta [--jobs 16] [--model debug]``
+Usage: ``python -m bench.eta [--jobs 12] [--slots 4] [--model bench-small|debug]``
 """
 
 from __future__ import annotations
@@ -18,14 +18,19 @@ import time
 from pathlib import Path
 
 from bench.common import MEMBER, TimingFrontend, bench_config, open_service
+from bench.throughput import MODEL_KEY, build_model
 from bot.core.models import Destination, JobState, MusicRequest
 from generation.engine import Engine
 from generation.worker import Worker
 
 
-async def run(jobs: int, model: str, slots: int) -> list[tuple[float, float, float]]:
+async def run(jobs: int, model: str, slots: int,
+              lengths: tuple[float, ...]) -> list[tuple[float, float, float]]:
     """(audio seconds, promised ETA, actual seconds) per job."""
-    engine = Engine.load(model, "cpu")
+    if model == MODEL_KEY:  # musicgen-small's architecture, random weights (bench.throughput)
+        engine = Engine(build_model(), MODEL_KEY, "cpu", noise=True)
+    else:
+        engine = Engine.load(model, "cpu")
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
         config = bench_config(Path(tmp), model, slots)
@@ -36,7 +41,7 @@ async def run(jobs: int, model: str, slots: int) -> list[tuple[float, float, flo
             await worker.start()
             rows, etas = [], {}
             for i in range(jobs):
-                seconds = rng.choice((2.0, 4.0, 6.0, 8.0))
+                seconds = rng.choice(lengths)
                 asked = time.perf_counter()
                 music = MusicRequest(prompt=f"eta {i}", duration=seconds, model=model, seed=i)
                 destination = Destination("console", MEMBER.community, "bench", MEMBER.user)
@@ -59,11 +64,13 @@ async def run(jobs: int, model: str, slots: int) -> list[tuple[float, float, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=16)
-    parser.add_argument("--model", default="debug")
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--model", default=MODEL_KEY,
+                        help=f"{MODEL_KEY} (random musicgen-small architecture) or debug")
     parser.add_argument("--slots", type=int, default=4)
     args = parser.parse_args()
-    results = asyncio.run(run(args.jobs, args.model, args.slots))
+    lengths = (0.5, 1.0, 1.5, 2.0) if args.model == MODEL_KEY else (2.0, 4.0, 6.0, 8.0)
+    results = asyncio.run(run(args.jobs, args.model, args.slots, lengths))
     errors = [abs(eta - actual) / actual for _, eta, actual in results]
     for seconds, eta, actual in results:
         print(f"{seconds:4.1f} s track: promised {eta:6.1f} s, made in {actual:6.1f} s")

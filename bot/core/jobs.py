@@ -370,35 +370,26 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-_RUNNING_SECONDS = (
-    "COALESCE((SELECT SUM(duration) / 2 FROM jobs WHERE state = 'running'), 0)"
-)
-"""Audio seconds still to make for running jobs (counted as half done)."""
-
-
-async def seconds_ahead(conn: aiosqlite.Connection) -> float:
-    """Audio seconds of the whole queue plus what running jobs still have to make."""
-    row = await one(
-        conn,
-        "SELECT COALESCE((SELECT SUM(duration) FROM jobs WHERE state = 'queued'), 0) "
-        f"+ {_RUNNING_SECONDS}",
-    )
-    return float(row[0]) if row else 0.0
-
-
-async def place(conn: aiosqlite.Connection, job_id: int) -> tuple[int, float]:
-    """Position (1-based, 0 if not queued) and audio seconds ahead of a job, in one query."""
-    row = await one(
-        conn,
-        f"WITH ordered AS (SELECT f.id, ROW_NUMBER() OVER (ORDER BY {FAIR_ORDER}) AS pos, "
-        f"SUM(f.duration) OVER (ORDER BY {FAIR_ORDER} ROWS UNBOUNDED PRECEDING) AS ahead "
-        f"FROM ({FAIR_QUEUE}) f) "
-        f"SELECT (SELECT pos FROM ordered WHERE id = ?), "
-        f"COALESCE((SELECT ahead FROM ordered WHERE id = ?), 0) + {_RUNNING_SECONDS}",
-        (job_id, job_id),
-    )
-    assert row is not None
-    return int(row[0] or 0), float(row[1])
+async def backlog(
+    conn: aiosqlite.Connection, job_id: int | None = None
+) -> tuple[int, list[float], list[float]]:
+    """What stands before a job, for its ETA: (its 1-based place, 0 if not queued; the
+    lengths of the queued jobs up to and including it in fair order — the whole queue when
+    ``job_id`` is None; the lengths of the running jobs)."""
+    rows = await conn.execute_fetchall(
+        f"SELECT f.id, f.duration FROM ({FAIR_QUEUE}) f ORDER BY {FAIR_ORDER}")
+    queued: list[float] = []
+    place = 0
+    for index, row in enumerate(rows, start=1):
+        queued.append(float(row[1]))
+        if row[0] == job_id:
+            place = index
+            break
+    if job_id is not None and not place:
+        queued = []
+    running = [float(r[0]) for r in await conn.execute_fetchall(
+        "SELECT duration FROM jobs WHERE state = 'running'")]
+    return place, queued, running
 
 
 async def count(conn: aiosqlite.Connection, where: str, params: Sequence[object]) -> int:

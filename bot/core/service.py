@@ -84,7 +84,7 @@ class MusicService:
         self.owner = owner or new_owner_id()
         self.notifier = Notifier()
         self.bank = Bank(config, db, clock=clock)
-        self.speed = SpeedEstimator()
+        self.speed = SpeedEstimator(config.generation.max_batch)
         self.settlement = Settlement(config, db, self.notifier, self.speed, owner=self.owner,
                                      clock=clock)
         self.delivery = Delivery(config, db, self.notifier, owner=self.owner,
@@ -204,8 +204,8 @@ class MusicService:
             places = [(job, await jobs.position(conn, job.id)) for job in mine]
             queued = await jobs.count(conn, "state = 'queued'", ())
             running = await jobs.count(conn, "state = 'running'", ())
-            ahead = await jobs.seconds_ahead(conn)
-        return QueueInfo(places, queued, running, self.speed.eta(ahead))
+            _, waiting, busy = await jobs.backlog(conn)
+        return QueueInfo(places, queued, running, self.speed.eta(waiting, busy))
 
     async def get_job(self, job_id: object) -> Job:
         job_id = validate_job_id(job_id)
@@ -307,8 +307,8 @@ class MusicService:
                   track_path=None)
         # Queue place is read after the commit, outside the writer lock: it scans the queue.
         async with self.db.reader_snapshot() as conn:
-            place, ahead = await jobs.place(conn, job_id)
-        return Receipt(job, cost, balance, place, self.speed.eta(ahead))
+            place, ahead, busy = await jobs.backlog(conn, job_id)
+        return Receipt(job, cost, balance, place, self.speed.eta(ahead, busy))
 
     def _loaded(self, model: str) -> str:
         if self.available_models is not None and model not in self.available_models:
@@ -344,8 +344,9 @@ class MusicService:
                                f"(limit {limits.max_queued_per_user}). Wait for one to finish "
                                "or cancel one.")
         if queued >= limits.max_queue:
+            _, waiting, busy = await jobs.backlog(conn)
             raise LimitReached("max_queue", "The queue is full right now.",
-                               retry_after_s=self.speed.eta(await jobs.seconds_ahead(conn)))
+                               retry_after_s=self.speed.eta(waiting[:1], busy))
         if recent >= window.count:
             retry = oldest + window.window_s - now
             raise LimitReached("rate_limit", f"You can request {window.count} tracks every "

@@ -74,7 +74,7 @@ class Settlement:
         """Tell the job's frontend how far generation is (0..1)."""
         fraction = min(1.0, max(0.0, fraction))
         faults.crash_point("generating", job.params.prompt)
-        eta = self._speed.eta(job.params.duration * (1 - fraction))
+        eta = self._speed.eta_running(job.params.duration * (1 - fraction))
         self._notifier.emit(JobEvent(EventKind.PROGRESS, job, progress=fraction, eta_s=eta))
 
     def cancel_requested(self, job_id: int) -> bool:

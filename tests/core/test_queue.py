@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from bot.core.errors import InvalidRequest
 from bot.core.models import JobState
 from bot.core.service import MusicService
 
-from .conftest import complete, member, music, order, track
+from .conftest import complete, make_config, member, music, order, track
 
 
 async def test_one_members_five_jobs_do_not_starve_another_members_single_job(
@@ -67,19 +68,32 @@ async def test_positions_and_eta_are_reported_and_grow_down_the_queue(
     third = await order(service, alice, music(duration=10))
 
     assert (second.position, third.position) == (2, 3)
-    assert second.eta_s == pytest.approx(5.0)  # 10 s of audio up to and including it
-    assert third.eta_s == pytest.approx(10.0)
+    # Four slots: the first three decode side by side, each at 0.5 s per audio second.
+    assert second.eta_s == pytest.approx(2.5)
+    assert third.eta_s == pytest.approx(5.0)
 
     info = await service.queue(alice)
     assert [(job.id, place) for job, place in info.mine] == [
         (first.job.id, 1), (third.job.id, 3)]
     assert (info.queued_total, info.running_total) == (3, 0)
-    assert info.eta_s == pytest.approx(10.0)
+    assert info.eta_s == pytest.approx(5.0)
 
     await service.settlement.claim(1)  # alice's first starts running
     info = await service.queue(bob)
     assert [place for _, place in info.mine] == [1]
     assert (info.queued_total, info.running_total) == (2, 1)
+
+
+async def test_eta_replays_the_slots_when_the_queue_is_longer_than_the_batch(
+    open_service: Any, tmp_path: Path
+) -> None:
+    service = await open_service(make_config(tmp_path, generation={"max_batch": 2}))
+    service.settlement.record_speed(audio_seconds=10, wall_seconds=10, batch_size=2)
+    receipts = [await order(service, member(f"m{i}"), music(duration=d))
+                for i, d in enumerate((10, 4, 4, 10))]
+    # Two slots at 1 s per audio second: 4 s job done at 4 s, the next 4 s job takes its slot
+    # and ends at 8 s, the first 10 s job at 10 s, the last starts at 8 s and ends at 18 s.
+    assert [r.eta_s for r in receipts] == pytest.approx([10.0, 4.0, 8.0, 18.0])
 
 
 async def test_history_lists_newest_first_with_states(
