@@ -146,13 +146,18 @@ class Worker:
         return self.jobs_done - before
 
     async def warm_up(self) -> None:
-        """Make one short track per model before members wait for one: the first call's
-        kernel set-up is paid here (no cold start) and the ETA has a measured speed."""
+        """Make short tracks per model before members wait for one: the first call's kernel
+        set-up is paid here (no cold start), and the ETA gets measured speeds for one job
+        alone and for a full batch."""
         for key, engine in self._known_engines().items():
-            request = GenerationRequest(GenerationParams("warm-up", 1.0, key, 0))
-            started = time.perf_counter()
-            await asyncio.wrap_future(self._batcher(key, engine).submit(request))
-            self.service.record_speed(1.0, time.perf_counter() - started, 1)
+            batcher = self._batcher(key, engine)
+            for batch in sorted({1, batcher.free_slots or 1}):
+                requests = [GenerationRequest(GenerationParams("warm-up", 1.0, key, seed))
+                            for seed in range(batch)]
+                started = time.perf_counter()
+                await asyncio.gather(*(asyncio.wrap_future(batcher.submit(r))
+                                       for r in requests))
+                self.service.record_speed(1.0, time.perf_counter() - started, batch)
 
     async def _run(self) -> None:
         while not self._shutdown.is_set():

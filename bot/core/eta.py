@@ -5,8 +5,8 @@ many share the batch. :class:`SpeedEstimator` learns that rate from finished job
 wall time per second of audio, per occupancy (how many jobs were decoding together) — and
 answers "when will this job be made?" by replaying the queue: running jobs (counted as half
 done) and the queued jobs ahead in fair order take slots as they free, every one advancing at
-the measured rate for the current occupancy. An occupancy never measured borrows the nearest
-measured one (the rate changes slowly with occupancy: rows share the weights' memory reads).
+the measured rate for the current occupancy. An occupancy never measured is interpolated
+between measured ones (the worker's warm-up measures one job alone and a full batch).
 """
 
 from __future__ import annotations
@@ -39,11 +39,20 @@ class SpeedEstimator:
         self.occupancy = occupancy
 
     def rate(self, occupancy: int) -> float | None:
-        """Wall seconds per audio second of one job at ``occupancy`` (None: never measured)."""
+        """Wall seconds per audio second of one job at ``occupancy`` (None: never measured):
+        measured, else interpolated between the nearest measured occupancies around it,
+        else the nearest measured one."""
         if not self._rates:
             return None
-        nearest = min(self._rates, key=lambda known: (abs(known - occupancy), -known))
-        return self._rates[nearest]
+        if occupancy in self._rates:
+            return self._rates[occupancy]
+        below = [k for k in self._rates if k < occupancy]
+        above = [k for k in self._rates if k > occupancy]
+        if below and above:
+            low, high = max(below), min(above)
+            share = (occupancy - low) / (high - low)
+            return self._rates[low] + share * (self._rates[high] - self._rates[low])
+        return self._rates[max(below) if below else min(above)]
 
     def eta(self, queued: Sequence[float], running: Sequence[float] = ()) -> float | None:
         """Seconds until the last of ``queued`` (audio seconds, in queue order) is made, with
