@@ -21,7 +21,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.app import App
 from bot.config import Config, validate
 from bot.core.errors import ConfigError
-from bot.core.models import EventKind
+from bot.core.events import Notifier, job_log_line
+from bot.core.models import (
+    AccountKey,
+    Destination,
+    EventKind,
+    GenerationParams,
+    Job,
+    JobEvent,
+    JobState,
+)
 from bot.platforms.console import ConsoleFrontend
 from tests.core.conftest import make_config
 
@@ -166,3 +175,33 @@ def test_a_bad_port_names_the_key() -> None:
     with pytest.raises(ConfigError) as caught:
         validate({"ops": {"http_port": 70000}})
     assert "ops.http_port" in str(caught.value)
+
+
+def _job(model: str) -> Job:
+    return Job(id=7, account=AccountKey("discord", "g", "u"),
+               params=GenerationParams(PROMPT, 10.0, model, 1), state=JobState.QUEUED, price=20,
+               idempotency_key="k", destination=Destination("discord", "g", "c", "u",
+                                                             interaction_token="tok-SECRET"),
+               attempts=0, max_attempts=2, error=None, cancel_requested=False, created_at=100.0,
+               started_at=None, finished_at=None, track_path=None)
+
+
+def test_the_job_line_stays_one_token_per_field_and_private() -> None:
+    event = JobEvent(EventKind.FAILED, _job("/models/my model"), refunded=20,
+                     message=f"could not make {PROMPT}")
+    line = job_log_line(event, now=130.0)
+    assert line == ('job=7 state=failed platform=discord model="/models/my model" duration=10 '
+                    "attempt=0 total_s=30.0 refunded=20")
+    assert PROMPT not in line and "SECRET" not in line
+
+
+async def test_a_broken_listener_never_stops_the_event(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[EventKind] = []
+
+    def broken(_event: JobEvent) -> None:
+        raise RuntimeError("metrics bug")
+
+    notifier = Notifier([broken, lambda event: seen.append(event.kind)])
+    notifier.record(JobEvent(EventKind.QUEUED, _job("small")))
+    assert seen == [EventKind.QUEUED]
+    assert "listener failed" in caplog.text
