@@ -6,6 +6,8 @@ tasks of one process: the lease heartbeat (always), recovery of dead processes' 
 this process renders), and the delivery stage (drains rendered tracks to this process's
 frontends). On stop the worker first hands its running jobs back to the queue, deliveries
 under way finish, notifications drain, then the frontends disconnect and the database closes.
+The ops endpoint (``/healthz``, ``/metrics``; ``ops.http_port``, off when 0) listens from the
+database's opening, so a health check sees a bot still loading its models as not ready.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from bot.core.db import Database
 from bot.core.ports import Frontend
 from bot.core.recovery import RecoveryReport
 from bot.core.service import MusicService
+from bot.metrics import Metrics
+from bot.ops_http import Health, OpsServer, database_reachable, frontend_up
 
 if TYPE_CHECKING:  # torch loads with generation: only the commands that render import it
     from generation.engine import Engine
@@ -50,6 +54,11 @@ class App:
         self.worker: Any = None
         self.recovery_report: RecoveryReport | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = Metrics()
+        self.service.notifier.listeners.append(self.metrics.on_event)
+        self.metrics.delivery = self.service.delivery
+        self.ops = OpsServer(self.health, self.metrics, self.db)
+        self._renders = False
 
     @staticmethod
     @contextlib.asynccontextmanager
@@ -79,6 +88,7 @@ class App:
 
         await self.db.open()
         try:
+            await self._start_ops()
             await self.service.start()
             self._spawn(self.service.leases.run_forever(), "leases")
             self._spawn(self._sweep_tracks_periodically(), "retention")
@@ -86,6 +96,8 @@ class App:
             self.service.available_models = frozenset(self.engines)
             self.worker = Worker(self.service.settlement, self.engines, self.config,
                                  platforms=render_for)
+            self.metrics.worker = self.worker
+            self._renders = worker
             if worker:
                 self.recovery_report = await self.service.recovery.recover()
                 self._spawn(self._recover_periodically(), "recovery")
@@ -101,6 +113,7 @@ class App:
 
     async def stop(self) -> None:
         """Stop cleanly: running jobs go back to the queue, nothing is lost or charged twice."""
+        await self.ops.stop()
         if self.worker is not None:
             await self.worker.stop()
         for task in self._tasks:
@@ -117,6 +130,31 @@ class App:
                 except Exception:
                     log.exception("stopping the %s frontend failed", frontend.platform)
         await self.db.close()
+
+    async def health(self) -> Health:
+        """What ``/healthz`` shows: ``ok`` is false when any part this process runs is down."""
+        frontends = {f.platform: frontend_up(f) for f in self.frontends}
+        report: Health = {
+            "database": await database_reachable(self.db),
+            "worker": self.worker.running if self._renders else None,  # None: not ours to run
+            "models": sorted(self.engines),
+            "frontends": frontends,
+        }
+        report["ok"] = bool(report["database"] and report["worker"] is not False
+                            and report["models"] and all(frontends.values()))
+        return report
+
+    async def _start_ops(self) -> None:
+        """Serve /healthz and /metrics if configured. A taken port is logged, not fatal: the
+        members' music matters more than the monitoring port (a console beside the service)."""
+        ops = self.config.ops
+        if not ops.http_port:
+            return
+        try:
+            await self.ops.start(ops.http_host, ops.http_port)
+        except OSError as exc:
+            log.error("ops endpoint: cannot listen on %s:%d (%s); running without it",
+                      ops.http_host, ops.http_port, exc.strerror or exc)
 
     def _spawn(self, work: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))

@@ -46,7 +46,7 @@ from bot.errors import ConfigError
 __all__ = [
     "FORMATS", "MAX_BALANCE", "SECRET_VARIABLES", "AudioConfig", "Config", "ConfigError",
     "DeliveryConfig", "DiscordConfig", "EconomyConfig", "GenerationConfig", "LimitsConfig",
-    "ModelPrice", "ModelsConfig", "PricingConfig", "RateLimit", "Secret", "Secrets",
+    "ModelPrice", "ModelsConfig", "OpsConfig", "PricingConfig", "RateLimit", "Secret", "Secrets",
     "SlackConfig", "load_config", "read_secrets", "validate",
 ]
 
@@ -281,6 +281,19 @@ class SlackConfig:
 
 @with_config(_SECTION)
 @dataclass(frozen=True)
+class OpsConfig:
+    """The operator's HTTP endpoint: ``/healthz`` and Prometheus ``/metrics``."""
+
+    http_host: Text = "127.0.0.1"
+    """Address to listen on; loopback keeps it off the network (it needs no password)."""
+    http_port: Annotated[Int, span(0, 65535, "must be 0..65535 (0 turns it off)")] = 0
+    """0 (the default) serves nothing: several musicbot processes may share a host
+    (``run``, ``console``, ``generate``, workers), and only the one you monitor should
+    listen. 9108 is the usual choice for ``musicbot run``."""
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. Build with :func:`load_config`."""
 
@@ -297,6 +310,7 @@ class Config:
     economy: EconomyConfig = field(default_factory=EconomyConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
     secrets: Secrets = field(default_factory=Secrets, metadata={"env_only": True})
     base_dir: str = field(default=".", metadata={"env_only": True})
     """Folder relative paths are resolved against (the config file's folder)."""

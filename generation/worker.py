@@ -100,6 +100,8 @@ class Worker:
         self._progress_tasks: set[asyncio.Task[None]] = set()
         self.jobs_done = 0
         """Job attempts this worker ended (rendered, failed or cancelled; re-queues excluded)."""
+        self.audio_seconds = 0.0
+        """Seconds of new audio generated for members' jobs (warm-up excluded; for metrics)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,6 +131,11 @@ class Worker:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def busy_slots(self) -> int:
+        """Jobs claimed and not yet settled, across all models (slot occupancy)."""
+        return len(self._running)
 
     async def run_until_idle(self) -> int:
         """Process queued jobs until none is left; returns how many job attempts ended."""
@@ -295,6 +302,7 @@ class Worker:
             await self._count(self.service.fail(job.id, "the music model hit an internal error"))
             return
         self._grow_slots(key)
+        self.audio_seconds += request.new_seconds
         self.service.record_speed(request.new_seconds, time.perf_counter() - started,
                                   max(1, len(self._running_of(key))))
         await self._flush_progress()

@@ -51,6 +51,10 @@ class Delivery:
         self._clock = clock
         self.delivered = 0
         """Tracks this process handed to a platform (for tests and metrics)."""
+        self.retries = 0
+        """Failed uploads this process will try again (for metrics)."""
+        self.gave_up = 0
+        """Tracks this process stopped trying to post (for metrics)."""
         self._in_flight: set[asyncio.Task[None]] = set()
         self.retry_delays_s = list(config.delivery.retry_delays_s)
 
@@ -135,9 +139,11 @@ class Delivery:
                             error.reason)
                 await jobs.retry_delivery(conn, job.id, owner=self.owner, error=error.reason,
                                           at=now + wait)
+                self.retries += 1
                 return
             ended = await jobs.give_up_delivery(conn, job.id, error=error.reason, now=now)
         log.warning("gave up delivering job %d: %s", job.id, error.reason)
+        self.gave_up += 1
         if ended is not None:
             self._notifier.emit(JobEvent(EventKind.UNDELIVERED, ended, message=error.reason,
                                          track=ended.track))

@@ -308,6 +308,8 @@ class MusicService:
         # Queue place is read after the commit, outside the writer lock: it scans the queue.
         async with self.db.reader_snapshot() as conn:
             place, ahead, busy = await jobs.backlog(conn, job_id)
+        # Logged and counted only: the frontend shows the receipt itself.
+        self.notifier.record(JobEvent(EventKind.QUEUED, job, position=place))
         return Receipt(job, cost, balance, place, self.speed.eta(ahead, busy))
 
     def _loaded(self, model: str) -> str:
