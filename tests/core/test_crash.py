@@ -16,11 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.config import Config
 from bot.core.models import JobState
 from bot.core.service import MusicService
 
 from .conftest import Clock, assert_books_balance, complete, make_config, member, raw, track
+
+pytestmark = pytest.mark.slow  # each test runs child processes: the slow tier
 
 REPO = Path(__file__).resolve().parents[2]
 
