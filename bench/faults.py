@@ -97,6 +97,9 @@ def main() -> None:
         print(f"restart -> first claim      : median {statistics.median(restarts_to_claim):.1f} s,"
               f" max {max(restarts_to_claim):.1f} s (process start incl. torch import and "
               "model load)")
+    if ready_to_claim:
+        print(f"worker ready -> first claim : median {statistics.median(ready_to_claim):.2f} s,"
+              f" max {max(ready_to_claim):.2f} s")
     print(f"wall time                   : {time.time() - began:.0f} s")
 
 
