@@ -389,7 +389,8 @@ def without_onednn() -> Iterator[None]:
     A process-wide switch (torch has no per-thread one); only convolutions read it.
     """
     previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    # torch's stubs see the class-level ContextProp descriptor; the module attribute is a bool.
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     try:
         yield
     finally:
