@@ -193,6 +193,7 @@ class Slot:
     next step feeds position ``pos`` and predicts step ``pos + 1``.
     """
 
+    # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self,
         spec: LMSpec,

@@ -172,6 +172,7 @@ class Engine:
     it to simulate out-of-memory and crashes on the real code path).
     """
 
+    # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self,
         model: MusicGen,
