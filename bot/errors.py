@@ -21,6 +21,7 @@ class MusicBotError(Exception):
         self.user_message = user_message
 
 
+# Looks like the core's errors (duplicates): a code and one message; nothing to share.
 class ConfigError(MusicBotError):
     """The configuration file or environment is wrong; ``key`` names the offending setting."""
 

@@ -124,12 +124,12 @@ def encode(audio: Audio, fmt: str, upload_limit: int, bitrate_kbps: int = 192) -
         return data, 0
     tried: list[int] = []
     for kbps in _bitrates_to_try(audio.duration_s, upload_limit, bitrate_kbps):
-        data = _export_or_none(segment, fmt, kbps)
-        if data is None:
+        encoded = _export_or_none(segment, fmt, kbps)
+        if encoded is None:
             continue  # this encoder does not offer that rate for this layout; go lower
         tried.append(kbps)
-        if len(data) <= upload_limit:
-            return data, kbps
+        if len(encoded) <= upload_limit:
+            return encoded, kbps
     if not tried:
         raise GenerationError(f"The {fmt} encoder refused every bitrate for this track.")
     raise TrackTooLarge(

@@ -19,11 +19,17 @@ per slot; prefills (prompt tokens) run per slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
-from audiocraft.models import MusicGen
+from audiocraft.models import LMModel, MusicGen
+from audiocraft.modules.codebooks_patterns import DelayedPatternProvider
 from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes
-from audiocraft.modules.transformer import StreamingMultiheadAttention, create_sin_embedding
+from audiocraft.modules.transformer import (
+    StreamingMultiheadAttention,
+    StreamingTransformerLayer,
+    create_sin_embedding,
+)
 from torch.nn import functional as F
 
 from generation.errors import GenerationError
@@ -60,7 +66,7 @@ class LMSpec:
     def __init__(self, model: MusicGen) -> None:
         lm = model.lm
         _check_supported(model)
-        first: StreamingMultiheadAttention = lm.transformer.layers[0].self_attn
+        first = _layers(lm)[0].self_attn
         self.layers = len(lm.transformer.layers)
         self.dim = int(first.embed_dim)
         self.heads = int(first.num_heads)
@@ -68,7 +74,7 @@ class LMSpec:
         self.n_q = int(lm.num_codebooks)
         self.card = int(lm.card)
         self.special = int(lm.special_token_id)
-        self.delays: list[int] = list(lm.pattern_provider.delays)
+        self.delays: list[int] = list(cast(DelayedPatternProvider, lm.pattern_provider).delays)
         self.max_delay = max(self.delays)
         param = next(lm.parameters())
         self.device = param.device
@@ -83,6 +89,16 @@ class LMSpec:
         """Self-attention cache bytes of one slot for a window of ``frames`` (CFG: 2 rows)."""
         per_position = self.layers * 2 * self.heads * self.head_dim * _itemsize(self.dtype)
         return per_position * self.positions(frames) * 2
+
+
+def _layers(lm: LMModel) -> list[StreamingTransformerLayer]:
+    """The LM's transformer layers, typed: iterating an ``nn.ModuleList`` gives plain modules."""
+    return [cast(StreamingTransformerLayer, layer) for layer in lm.transformer.layers]
+
+
+def _cross(layer: StreamingTransformerLayer) -> StreamingMultiheadAttention:
+    """A layer's cross-attention (``_check_supported`` refuses layers without one)."""
+    return cast(StreamingMultiheadAttention, layer.cross_attention)
 
 
 def _itemsize(dtype: torch.dtype) -> int:
@@ -102,7 +118,7 @@ def _check_supported(model: MusicGen) -> None:
         problems.append("conditions fused other than by cross-attention (melody models)")
     if not hasattr(lm.pattern_provider, "delays"):
         problems.append("a codebook pattern other than delay")
-    for layer in lm.transformer.layers:
+    for layer in _layers(lm):
         attn = layer.self_attn
         if not attn.custom or attn.rope is not None or attn.kv_repeat != 1:
             problems.append("non-custom attention, rope or kv_repeat")
@@ -152,8 +168,8 @@ def _prepare_linears(model: MusicGen, spec: LMSpec) -> tuple[list[_LayerLinears]
     onednn = (ONEDNN_LINEAR and spec.device.type == "cpu" and spec.dtype == torch.float32
               and torch.backends.mkldnn.is_available())
     dim, layers = spec.dim, []
-    for layer in model.lm.transformer.layers:
-        sa, ca = layer.self_attn, layer.cross_attention
+    for layer in _layers(model.lm):
+        sa, ca = layer.self_attn, _cross(layer)
         cq_bias = None if ca.in_proj_bias is None else ca.in_proj_bias[:dim]
         layers.append(_LayerLinears(
             _Linear(sa.in_proj_weight, sa.in_proj_bias, onednn),
@@ -163,7 +179,8 @@ def _prepare_linears(model: MusicGen, spec: LMSpec) -> tuple[list[_LayerLinears]
             _Linear(layer.linear1.weight, layer.linear1.bias, onednn),
             _Linear(layer.linear2.weight, layer.linear2.bias, onednn),
         ))
-    heads = [_Linear(lin.weight, lin.bias, onednn) for lin in model.lm.linears]
+    linears = [cast(torch.nn.Linear, lin) for lin in model.lm.linears]  # a ModuleList
+    heads = [_Linear(lin.weight, lin.bias, onednn) for lin in linears]
     return layers, heads
 
 
@@ -176,6 +193,7 @@ class Slot:
     next step feeds position ``pos`` and predicts step ``pos + 1``.
     """
 
+    # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self,
         spec: LMSpec,
@@ -262,8 +280,8 @@ class SlotDecoder:
             dummy = torch.zeros((2, 1, self.spec.dim), device=self.spec.device)
             _, source = lm.fuser(dummy, tensors)
             keys, values = [], []
-            for layer in lm.transformer.layers:
-                attn = layer.cross_attention
+            for layer in _layers(lm):
+                attn = _cross(layer)
                 dim = self.spec.dim
                 w, b = attn.in_proj_weight, attn.in_proj_bias
                 k = F.linear(source, w[dim : 2 * dim], None if b is None else b[dim : 2 * dim])
@@ -329,7 +347,7 @@ class SlotDecoder:
             rows = x.shape[0]
             if rows * steps < MIN_ROWS:
                 x = torch.cat([x, x.new_zeros((MIN_ROWS - rows, steps, spec.dim))])
-            for index, layer in enumerate(transformer.layers):
+            for index, layer in enumerate(_layers(lm)):
                 x = self._layer(layer, index, x, slots)
             out = x[:, -1]  # padding rows stay until the last matmul (see MIN_ROWS)
             if lm.out_norm is not None:
@@ -340,7 +358,7 @@ class SlotDecoder:
         coef = torch.tensor([s.sampling.cfg_coef for s in slots], device=logits.device)
         return uncond + (cond - uncond) * coef[:, None, None]
 
-    def _layer(self, layer: torch.nn.Module, index: int, x: torch.Tensor,
+    def _layer(self, layer: StreamingTransformerLayer, index: int, x: torch.Tensor,
                slots: list[Slot]) -> torch.Tensor:
         """``StreamingTransformerLayer.forward`` with our attention (dropouts: eval, no-ops)."""
         if layer.norm_first:
@@ -355,12 +373,13 @@ class SlotDecoder:
             x + layer.layer_scale_cross(self._cross_attention(layer, index, src, slots)))
         return layer.norm2(x + layer.layer_scale_2(self._feed_forward(layer, index, x)))
 
-    def _feed_forward(self, layer: torch.nn.Module, index: int, h: torch.Tensor) -> torch.Tensor:
+    def _feed_forward(self, layer: StreamingTransformerLayer, index: int,
+                      h: torch.Tensor) -> torch.Tensor:
         """``TransformerEncoderLayer._ff_block`` (dropouts are no-ops in eval)."""
         lin = self._linears[index]
         return lin.ff2(layer.activation(lin.ff1(h)))
 
-    def _self_attention(self, layer: torch.nn.Module, index: int, h: torch.Tensor,
+    def _self_attention(self, layer: StreamingTransformerLayer, index: int, h: torch.Tensor,
                         slots: list[Slot]) -> torch.Tensor:
         attn = layer.self_attn
         spec = self.spec
@@ -379,9 +398,9 @@ class SlotDecoder:
                                    causal=steps > 1))
         return self._linears[index].self_out(self._merge(outputs, rows, steps))
 
-    def _cross_attention(self, layer: torch.nn.Module, index: int, h: torch.Tensor,
+    def _cross_attention(self, layer: StreamingTransformerLayer, index: int, h: torch.Tensor,
                          slots: list[Slot]) -> torch.Tensor:
-        attn = layer.cross_attention
+        attn = _cross(layer)
         q = self._heads(self._linears[index].cross_q(h))
         outputs = [
             _attend(attn, q[2 * i : 2 * i + 2], s.cross.keys[index], s.cross.values[index],

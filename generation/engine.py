@@ -172,6 +172,7 @@ class Engine:
     it to simulate out-of-memory and crashes on the real code path).
     """
 
+    # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self,
         model: MusicGen,
@@ -389,7 +390,8 @@ def without_onednn() -> Iterator[None]:
     A process-wide switch (torch has no per-thread one); only convolutions read it.
     """
     previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    # torch's stubs see the class-level ContextProp descriptor; the module attribute is a bool.
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.core.errors import MusicBotError
 
 
+# The errors below look alike (duplicates): each is a code and one message; nothing to share.
 class GenerationError(MusicBotError):
     """Generating or encoding a track failed; ``user_message`` says why in plain words."""
 

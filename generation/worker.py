@@ -212,7 +212,7 @@ class Worker:
     async def _refuse_unloaded(self) -> int:
         """A queued job for a model this bot has not loaded (the config changed since it was
         queued) would wait forever: claim it and let it fail with a refund."""
-        jobs = await self.service.claim(1, self.platforms, exclude=tuple(self.engines))
+        jobs = await self.service.claim(1, self.platforms, exclude=tuple(self._known_engines()))
         for job in jobs:
             self._running[job.id] = asyncio.create_task(
                 self._run_job(job, job.params.model), name=job.params.model)

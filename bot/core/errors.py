@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 
+# The errors below look alike (duplicates): each is a code and one message; nothing to share.
 class InvalidRequest(MusicBotError):
     """A field of a request is missing, malformed or out of range."""
 

@@ -67,6 +67,7 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# Alike by shape only to ledger.entry_from_row (duplicates): a keyword per column, other table.
 def job_from_row(row: aiosqlite.Row) -> Job:
     track = row["track"]
     return Job(

@@ -9,13 +9,29 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self, cast
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DM_COMMUNITY = "@dm"
 """Community value used for direct messages and the console (no guild/team)."""
 
 SHARED_COMMUNITY = "*"
 """Community value used when ``economy.shared_balances`` merges all communities of a platform."""
+
+
+class _JsonColumn:
+    """``to_json``/``from_json`` for a flat dataclass the store keeps in one JSON column."""
+
+    def to_json(self) -> str:
+        """The fields as one JSON object (sorted keys, so equal values give equal text)."""
+        return json.dumps(asdict(cast("DataclassInstance", self)), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Self:
+        """The value :meth:`to_json` wrote."""
+        return cls(**json.loads(raw))
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,7 @@ class LedgerKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class GenerationParams:
+class GenerationParams(_JsonColumn):
     """What to generate. Validated by :mod:`bot.core.requests` before it reaches a job.
 
     ``model`` is a catalogue key from the config (``small``, ``medium``, ``debug``…);
@@ -143,19 +159,12 @@ class GenerationParams:
         settings and extensions differ per row (continuous batching, ``generation/batcher``)."""
         return self.model
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str) -> GenerationParams:
-        return cls(**json.loads(raw))
-
     def with_seed(self, seed: int) -> GenerationParams:
         return replace(self, seed=seed, seed_given=True)
 
 
 @dataclass(frozen=True)
-class Destination:
+class Destination(_JsonColumn):
     """Where and how to deliver a job's result; stored on the job row, not in memory.
 
     ``interaction_token`` and ``token_expires_at`` (epoch seconds) are set when the platform
@@ -175,16 +184,9 @@ class Destination:
     status_ref: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str) -> Destination:
-        return cls(**json.loads(raw))
-
 
 @dataclass(frozen=True)
-class Track:
+class Track(_JsonColumn):
     """A finished, encoded track on disk."""
 
     path: str
@@ -195,13 +197,6 @@ class Track:
     waveform_path: str | None = None
     noise: bool = False
     """True when made by a random-initialised model (``debug``): the audio is noise."""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str) -> Track:
-        return cls(**json.loads(raw))
 
 
 @dataclass(frozen=True)

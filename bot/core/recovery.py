@@ -44,6 +44,7 @@ class RecoveryReport:
 class Recovery:
     """Takes over the running jobs of dead processes."""
 
+    # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self, config: Config, db: Database, notifier: Notifier, *,
         work_available: asyncio.Event, clock: Callable[[], float] = time.time,

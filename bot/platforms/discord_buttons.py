@@ -70,6 +70,8 @@ class RerollButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
 
     action, label, style = "reroll", "🎲 Re-roll", discord.ButtonStyle.primary
 
+    # Each button keeps its own __init__ (duplicates): DynamicItem wants a template on every
+    # subclass, so _JobButton cannot subclass it and its super().__init__ would not type-check.
     def __init__(self, job_id: int) -> None:
         super().__init__(self.button(job_id))
         self.job_id = job_id
