@@ -266,6 +266,9 @@ class DiscordConfig:
 class SlackConfig:
     """The Slack frontend."""
 
+    # Shaped like DiscordConfig on purpose (each platform's own switches and limits);
+    # `duplicates` lists the pair by shape only.
+
     enabled: Flag = True
     """Start the Slack frontend when its tokens are set."""
     mode: Annotated[Text, rule(lambda m: m in ("socket", "http"),

@@ -361,6 +361,8 @@ class Worker:
             await asyncio.gather(*list(self._progress_tasks), return_exceptions=True)
 
     async def _store(self, job: Job, audio: Audio, engine: Engine) -> None:
+        # The same except-ladder shape as _generate_and_store: each stage maps its own errors
+        # to the member's message (`duplicates` lists the pair by shape only).
         try:
             track = await store_track(audio, job.id, job.params.format,
                                       job.destination.upload_limit, self.config,

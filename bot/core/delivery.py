@@ -39,6 +39,7 @@ DELIVERY_TIMEOUT_S = 300.0
 class Delivery:
     """Delivers rendered tracks for the frontends registered in ``notifier``."""
 
+    # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self, config: Config, db: Database, notifier: Notifier, *, owner: str,
         ready: asyncio.Event, clock: Callable[[], float] = time.time,
