@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -106,33 +105,6 @@ async def test_a_rendered_track_is_never_refunded_or_cancelled(
     assert (await service.get_job(job.id)).state is JobState.DONE
     assert job.id in frontend.delivered
     assert_books_balance(service.config.database_path)
-
-
-async def test_a_slow_upload_does_not_hold_the_worker(
-    service: MusicService, tmp_path: Path, frontend: RecordingFrontend
-) -> None:
-    release = asyncio.Event()
-    original = frontend.deliver
-
-    async def slow_deliver(job: Any, made: Any) -> None:
-        await release.wait()
-        await original(job, made)
-
-    frontend.deliver = slow_deliver  # type: ignore[method-assign]
-    alice = member()
-    await order(service, alice)
-    await order(service, alice)
-    first, second = await service.settlement.claim(1), None
-    await service.settlement.rendered(first[0], track(tmp_path, first[0]))
-    delivering = asyncio.create_task(service.delivery.deliver_due())
-    await asyncio.sleep(0.05)
-    [second] = await service.settlement.claim(1)  # the worker goes on while the upload waits
-    await service.settlement.rendered(second, track(tmp_path, second))
-    assert (await service.get_job(first[0].id)).state is JobState.RENDERED
-    release.set()
-    await delivering
-    await complete(service, second, track(tmp_path, second))
-    assert set(frontend.delivered) == {first[0].id, second.id}
 
 
 async def test_delivery_tokens_are_forgotten_once_delivered(
