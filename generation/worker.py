@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 SLOTS_REGROW_AFTER = 20
 """Clean jobs after an out-of-memory before a model's slot cap grows by one again."""
 
-EngineSource = Mapping[str, Engine] | Callable[[str], Engine]
 
 
 @dataclass
@@ -72,8 +71,8 @@ class _Stop:
 class Worker:
     """Runs queued jobs through continuous batchers and reports back to the core.
 
-    ``engines`` maps a catalogue key (``job.params.model``) to a loaded :class:`Engine`, or is
-    a callable doing the same (it may raise :class:`GenerationError` for unknown models).
+    ``engines`` maps a catalogue key (``job.params.model``) to a loaded :class:`Engine`; a
+    queued job for any other model is failed and refunded (see ``_refuse_unloaded``).
     ``platforms`` limits the jobs it claims to those platforms' members (the local console
     renders only its own jobs); None renders for everyone.
     Use :meth:`start`/:meth:`stop` in the app, or :meth:`run_until_idle` in tests and
@@ -81,7 +80,7 @@ class Worker:
     """
 
     def __init__(
-        self, service: WorkerPort, engines: EngineSource, config: Config, *,
+        self, service: WorkerPort, engines: Mapping[str, Engine], config: Config, *,
         platforms: frozenset[str] | None = None,
     ) -> None:
         self.service = service
@@ -156,7 +155,7 @@ class Worker:
         """Make short tracks per model before members wait for one: the first call's kernel
         set-up is paid here (no cold start), and the ETA gets measured speeds for one job
         alone and for a full batch."""
-        for key, engine in self._known_engines().items():
+        for key, engine in self.engines.items():
             batcher = self._batcher(key, engine)
             for batch in sorted({1, batcher.free_slots or 1}):
                 requests = [GenerationRequest(GenerationParams("warm-up", 1.0, key, seed))
@@ -197,8 +196,6 @@ class Worker:
         self.service.work_available.clear()  # before the read: a later queue sets it again
         if not await self.service.has_queued():
             return 0
-        if callable(self.engines):
-            return await self._claim_any_model()
         claimed = 0
         for key, engine in self.engines.items():
             free = self._free_slots(key, engine)
@@ -212,7 +209,7 @@ class Worker:
     async def _refuse_unloaded(self) -> int:
         """A queued job for a model this bot has not loaded (the config changed since it was
         queued) would wait forever: claim it and let it fail with a refund."""
-        jobs = await self.service.claim(1, self.platforms, exclude=tuple(self._known_engines()))
+        jobs = await self.service.claim(1, self.platforms, exclude=tuple(self.engines))
         for job in jobs:
             self._running[job.id] = asyncio.create_task(
                 self._run_job(job, job.params.model), name=job.params.model)
@@ -233,18 +230,6 @@ class Worker:
 
     def _running_of(self, key: str) -> list[int]:
         return [job_id for job_id, task in self._running.items() if task.get_name() == key]
-
-    async def _claim_any_model(self) -> int:
-        """With an engine *function*, models load on demand: one job at a time, any model."""
-        if self._running:
-            return 0
-        jobs = await self.service.claim(1, self.platforms)
-        for job in jobs:
-            self._launch([job], job.params.model)
-        return len(jobs)
-
-    def _known_engines(self) -> Mapping[str, Engine]:
-        return {} if callable(self.engines) else self.engines
 
     def _batcher(self, key: str, engine: Engine) -> ContinuousBatcher | OneAtATime:
         batcher = self._batchers.get(key)
@@ -309,8 +294,6 @@ class Worker:
         await self._store(job, audio, engine)
 
     def _engine_for(self, key: str) -> Engine:
-        if callable(self.engines):
-            return self.engines(key)
         engine = self.engines.get(key)
         if engine is None:
             raise GenerationError(f"The model '{key}' is not loaded on this bot right now.")
