@@ -209,6 +209,8 @@ class Worker:
     async def _refuse_unloaded(self) -> int:
         """A queued job for a model this bot has not loaded (the config changed since it was
         queued) would wait forever: claim it and let it fail with a refund."""
+        if not await self.service.has_queued(exclude=tuple(self.engines)):
+            return 0  # the usual case: a read, not a claim transaction on every poll
         jobs = await self.service.claim(1, self.platforms, exclude=tuple(self.engines))
         for job in jobs:
             self._running[job.id] = asyncio.create_task(

@@ -64,10 +64,14 @@ class Settlement:
             self._notifier.emit(JobEvent(EventKind.STARTED, job))
         return claimed
 
-    async def has_queued(self) -> bool:
-        """Cheap check for the worker's poll: is anything queued at all?"""
-        return await self.db.fetchone("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1") \
-            is not None
+    async def has_queued(self, exclude: Collection[str] = ()) -> bool:
+        """Cheap read for the worker's poll: is anything queued (of a batch key not in
+        ``exclude``)? It takes no write lock, so an idle or busy poll stays cheap."""
+        marks = ",".join("?" * len(exclude))
+        other = f" AND batch_key NOT IN ({marks})" if exclude else ""
+        row = await self.db.fetchone(
+            f"SELECT 1 FROM jobs WHERE state = 'queued'{other} LIMIT 1", tuple(exclude))
+        return row is not None
 
     # ------------------------------------------------------------------ during generation
 
