@@ -44,8 +44,9 @@ from bot.config_secrets import SECRET_VARIABLES, Secret, Secrets, read_secrets
 from bot.errors import ConfigError
 
 __all__ = [
-    "FORMATS", "MAX_BALANCE", "SECRET_VARIABLES", "AudioConfig", "Config", "ConfigError",
-    "DeliveryConfig", "DiscordConfig", "EconomyConfig", "GenerationConfig", "LimitsConfig",
+    "FORMATS", "MAX_BALANCE", "SECRET_VARIABLES", "ApiConfig", "AudioConfig", "Config",
+    "ConfigError", "DeliveryConfig", "DiscordConfig", "EconomyConfig", "GenerationConfig",
+    "LimitsConfig",
     "ModelPrice", "ModelsConfig", "OpsConfig", "PricingConfig", "RateLimit", "Secret", "Secrets",
     "SlackConfig", "load_config", "read_secrets", "validate",
 ]
@@ -297,6 +298,21 @@ class OpsConfig:
 
 @with_config(_SECTION)
 @dataclass(frozen=True)
+class ApiConfig:
+    """The HTTP API (``/v1``) and the shared track pages (``/t/{share_id}``)."""
+
+    enabled: Flag = False
+    host: Text = "127.0.0.1"
+    """Address to listen on. Put a TLS-terminating reverse proxy in front for the internet."""
+    port: Annotated[Int, span(0, 65535, "must be 0..65535 (0 picks a free port)")] = 8080
+    public_base_url: Text = ""
+    """How members reach the server (``https://music.example.org``): the base of
+    ``audio_url``, ``download_url`` and track-page links in chat. Empty: links use the request's
+    own host, and chat messages carry no page link."""
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. Build with :func:`load_config`."""
 
@@ -314,6 +330,7 @@ class Config:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     secrets: Secrets = field(default_factory=Secrets, metadata={"env_only": True})
     base_dir: str = field(default=".", metadata={"env_only": True})
     """Folder relative paths are resolved against (the config file's folder)."""

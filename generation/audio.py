@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import math
 import os
@@ -233,6 +234,29 @@ def waveform_png(audio: Audio, path: Path, width: int = 800, height: int = 160) 
     image.save(path, format="PNG")
 
 
+WAVEFORM_POINTS = 1000
+"""Columns in the waveform data: enough for a full-width player, ~16 KB of JSON."""
+
+
+def waveform_peaks(audio: Audio, points: int = WAVEFORM_POINTS) -> dict[str, object]:
+    """The min/max envelope of the (mixed-down) track as plain data, for players to draw.
+
+    ``peaks`` holds ``points`` pairs ``[min, max]`` in -1..1, each covering an equal slice of
+    the track (fewer pairs for a track shorter than ``points`` samples).
+    """
+    mono = audio.samples.mean(axis=0)
+    columns = np.array_split(mono, min(points, max(1, mono.size)))
+    peaks = [[round(float(c.min()), 4), round(float(c.max()), 4)] if c.size else [0.0, 0.0]
+             for c in columns]
+    return {
+        "version": 1,
+        "sample_rate": audio.sample_rate,
+        "duration_s": round(audio.duration_s, 3),
+        "points": len(peaks),
+        "peaks": peaks,
+    }
+
+
 def tracks_dir(config: Config) -> Path:
     return config.data_path / "tracks"
 
@@ -246,21 +270,24 @@ def make_track(
     *,
     noise: bool = False,
 ) -> Track:
-    """Finish, encode and store a track as ``data/tracks/<job_id>.<fmt>`` (+ ``.png``)."""
+    """Finish, encode and store a track as ``data/tracks/<job_id>.<fmt>`` (+ waveform ``.png``
+    and ``.waveform.json``)."""
     audio = finish(audio, config.audio)
     data, _ = encode(audio, fmt, upload_limit, config.audio.bitrate_kbps)
     folder = tracks_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{job_id}.{fmt}"
     _write_atomic(path, data)
-    picture = None
+    picture = data_file = None
     if config.audio.waveform:
         picture = folder / f"{job_id}.png"
         waveform_png(audio, picture)
+        data_file = folder / f"{job_id}.waveform.json"
+        _write_atomic(data_file, json.dumps(waveform_peaks(audio)).encode())
     return Track(
         path=str(path), format=fmt, duration_s=round(audio.duration_s, 3), size_bytes=len(data),
         sample_rate=audio.sample_rate, waveform_path=str(picture) if picture else None,
-        noise=noise,
+        noise=noise, waveform_data_path=str(data_file) if data_file else None,
     )
 
 

@@ -197,6 +197,9 @@ class Track(_JsonColumn):
     waveform_path: str | None = None
     noise: bool = False
     """True when made by a random-initialised model (``debug``): the audio is noise."""
+    waveform_data_path: str | None = None
+    """JSON envelope for players (:func:`generation.audio.waveform_peaks`): ``{"version": 1,
+    "sample_rate", "duration_s", "points", "peaks": [[min, max], ...]}``."""
 
 
 @dataclass(frozen=True)
