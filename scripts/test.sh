@@ -27,6 +27,7 @@ for arg in "$@"; do
 done
 
 ./scripts/setup.sh --deps-only
+./scripts/test-tools.sh  # chromium and postgresql for the browser and second-backend tests
 .venv/bin/python requirements/check_lock.py  # a dependency added without re-locking
 .venv/bin/ruff check .
 # Types: the whole tree; bot/core and the config with the --strict flags (set per module in
