@@ -32,6 +32,10 @@ from bot.core.requests import validate_job_id, validate_text, validate_user_id
 KEY_PREFIX = "mb_"
 MAX_KEYS_PER_MEMBER = 10
 """Live keys one member may hold: enough for scripts and builds, few enough to review."""
+CACHE_S = 5.0
+"""How long a checked key is trusted without reading its row again. A revocation made in this
+process takes effect at once (it clears the cache); one made by another process (a console
+beside the bot) within this many seconds."""
 LAST_USED_GRANULARITY_S = 60.0
 """``last_used_at`` is written at most this often per key: a busy script must not take the
 database's one writer on every request."""
@@ -90,6 +94,8 @@ class ApiKeys:
         self.config = config
         self.db = db
         self._clock = clock
+        self._checked: dict[str, tuple[ApiKey, float]] = {}
+        """hash of a key → (its row, when read): skips a database read per API request."""
 
     async def create(self, actor: Actor, label: object = "") -> NewKey:
         """A new key acting as ``actor``. Raises InvalidRequest (label, too many keys)."""
@@ -149,6 +155,7 @@ class ApiKeys:
             rows = await conn.execute_fetchall(
                 f"UPDATE api_keys SET revoked_at = ? WHERE {where} RETURNING *",
                 (self._clock(), *params))
+        self._checked.clear()
         if not rows:
             raise InvalidRequest("key", "no such live key")
         return [_key_from_row(r) for r in rows]
@@ -158,17 +165,22 @@ class ApiKeys:
         prefix = _prefix_of(raw)
         if raw is None or prefix is None:
             raise UnknownKey()
+        digest = hash_key(raw)
+        now = self._clock()
+        cached = self._checked.get(digest)
+        if cached is not None and now - cached[1] < CACHE_S:
+            return cached[0]
         row = await self.db.fetchone("SELECT * FROM api_keys WHERE prefix = ?", (prefix,))
-        if row is None or not hmac.compare_digest(row["hash"], hash_key(raw)):
+        if row is None or not hmac.compare_digest(row["hash"], digest):
             raise UnknownKey()
         key = _key_from_row(row)
         if key.revoked:
             raise UnknownKey()
-        now = self._clock()
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_GRANULARITY_S:
             async with self.db.write() as conn:
                 await conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?",
                                    (now, key.id))
+        self._checked[digest] = (key, now)
         return key
 
     def _manages(self, actor: Actor) -> bool:
