@@ -140,9 +140,9 @@ class ApiKeys:
         """
         if key_id in (None, "") and member in (None, ""):
             raise InvalidRequest("key", "say which key to revoke (its number from the list)")
-        user = self._whose(actor, member, "revoke other members' API keys")
-        where, params = "platform = ? AND community = ? AND revoked_at IS NULL", [
-            actor.platform, actor.community]
+        user: str | None = self._whose(actor, member, "revoke other members' API keys")
+        where = "platform = ? AND community = ? AND revoked_at IS NULL"
+        params: list[object] = [actor.platform, actor.community]
         if key_id not in (None, ""):
             where += " AND id = ?"
             params.append(validate_job_id(key_id))

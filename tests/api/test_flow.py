@@ -82,6 +82,12 @@ async def test_key_from_console_to_mp3_waveform_and_refund(world: World, tmp_pat
         listed = (await client.get("/v1/music")).json()
         assert [t["id"] for t in listed["items"]] == [receipt["id"]]
 
+        rerolled = await client.post(f"/v1/music/{receipt['id']}/reroll")
+        extended = await client.post(f"/v1/music/{receipt['id']}/extend", json={"seconds": 1})
+        assert rerolled.status_code == extended.status_code == 202, extended.text
+        longer = (await client.get(extended.json()["url"])).json()
+        assert longer["continue_from"] == receipt["id"] and longer["duration"] == 1
+
 
 async def test_cancel_refunds_and_list_pages(idle_world: World) -> None:
     world = idle_world
@@ -96,6 +102,9 @@ async def test_cancel_refunds_and_list_pages(idle_world: World) -> None:
             ids.append(made.json()["id"])
         pending = (await client.get(f"/v1/music/{ids[2]}")).json()
         assert pending["status"] == "pending" and pending["position"] == 3
+        assert pending["audio_url"] is None
+        early = await client.get(f"/v1/music/{ids[2]}/audio")
+        assert early.status_code == 409 and early.json()["error"]["code"] == "not_ready"
 
         cancelled = await client.post(f"/v1/music/{ids[0]}/cancel")
         assert cancelled.status_code == 200

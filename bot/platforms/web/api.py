@@ -34,6 +34,7 @@ from bot.platforms.web.schemas import (
     LedgerLine,
     PriceQuote,
     Sampling,
+    Status,
     TrackObject,
     TrackPage,
     generate_request_model,
@@ -41,7 +42,7 @@ from bot.platforms.web.schemas import (
 
 PLATFORM = "api"
 """Destination platform of jobs made through the API (the API frontend delivers them)."""
-STATUS = {JobState.QUEUED: "pending", JobState.RUNNING: "processing",
+STATUS: dict[JobState, Status] = {JobState.QUEUED: "pending", JobState.RUNNING: "processing",
           JobState.RENDERED: "completed", JobState.DONE: "completed",
           JobState.FAILED: "failed", JobState.CANCELLED: "cancelled"}
 MAX_IDEMPOTENCY_KEY = 100
@@ -158,7 +159,7 @@ def build_router(config: Config) -> APIRouter:
                      idempotency_key: IdemKey = None) -> Accepted:
         _require_ready(context)
         await _my_job(context, me, track_id)
-        body = body or ExtendRequest()
+        body = body or ExtendRequest(seconds=None, webhook_url=None)
         seconds = body.seconds or context.config.limits.extend_seconds
         key = _idempotency(me, f"extend:{track_id}", idempotency_key)
         receipt = await context.service.extend(
@@ -289,7 +290,7 @@ async def _finished(context: WebContext, me: Caller, track_id: int) -> Job:
     job = await _my_job(context, me, track_id)
     if job.state not in (JobState.RENDERED, JobState.DONE) or job.track is None:
         raise ApiError(409, "not_ready", f"Track {track_id} is {STATUS[job.state]}; its "
-                       "files exist once it is completed.", status=STATUS[job.state])
+                       "files exist once it is completed.", track_status=STATUS[job.state])
     return job
 
 
