@@ -27,7 +27,7 @@ from bot.core import limits
 from bot.core.db import Database, fetch_one
 from bot.core.errors import InvalidRequest, MusicBotError, NotAuthorized
 from bot.core.models import Actor
-from bot.core.requests import validate_job_id, validate_text, validate_user_id
+from bot.core.requests import number, validate_text, validate_user_id
 
 KEY_PREFIX = "mb_"
 MAX_KEYS_PER_MEMBER = 10
@@ -99,7 +99,7 @@ class ApiKeys:
 
     async def create(self, actor: Actor, label: object = "") -> NewKey:
         """A new key acting as ``actor``. Raises InvalidRequest (label, too many keys)."""
-        text = validate_text(self.config, "label", label or "", limits.GENRE.max_chars)
+        text = validate_text(self.config, "label", label or "", limits.LABEL.max_chars)
         prefix = secrets.token_hex(6)
         raw = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
         webhook_secret = "whsec_" + secrets.token_urlsafe(24)
@@ -145,7 +145,7 @@ class ApiKeys:
         params: list[object] = [actor.platform, actor.community]
         if key_id not in (None, ""):
             where += " AND id = ?"
-            params.append(validate_job_id(key_id))
+            params.append(_key_number(key_id))
             if member in (None, "") and self._manages(actor):
                 user = None  # an admin may revoke any key of the community by its number
         if user is not None:
@@ -193,6 +193,13 @@ class ApiKeys:
         if user != actor.user and not self._manages(actor):
             raise NotAuthorized(action)
         return user
+
+
+def _key_number(value: object) -> int:
+    """A key's number as lists show it (``#3`` or ``3``)."""
+    if isinstance(value, str):
+        value = value.strip().lstrip("#")
+    return int(number("key", value, limits.JOB.low, limits.JOB.high, integer=True))
 
 
 def _prefix_of(raw: str | None) -> str | None:

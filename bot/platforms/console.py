@@ -37,6 +37,7 @@ from bot.core.models import (
 from bot.core.requests import validate_duration, validate_model
 from bot.core.service import MusicService
 from bot.platforms import render
+from bot.platforms.apikey_command import apikey_answer
 
 log = logging.getLogger(__name__)
 
@@ -236,20 +237,9 @@ class ConsoleFrontend:
         return CommandResult(True, render.ledger_text(entries))
 
     async def _cmd_apikey(self, values: Values) -> CommandResult:
-        """Create, list or revoke HTTP API keys; a new key is printed once (only the
-        operator reads this terminal)."""
-        keys = self.service.apikeys
-        action = str(values["action"]).strip().lower()
-        if action == "create":
-            made = await keys.create(self.actor, values.get("label", ""))
-            return CommandResult(True, render.apikey_created_text(made))
-        if action == "list":
-            listed = await keys.list_keys(self.actor, values.get("member"))
-            return CommandResult(True, render.apikey_list_text(listed))
-        if action == "revoke":
-            revoked = await keys.revoke(self.actor, values.get("key"), values.get("member"))
-            return CommandResult(True, render.apikey_revoked_text(revoked))
-        raise InvalidRequest("action", "use create, list or revoke")
+        text = await apikey_answer(self.service.apikeys, self.actor, values["action"],
+                                   values.get("label"), values.get("key"), values.get("member"))
+        return CommandResult(True, text.replace("`", ""))
 
     async def _cmd_help(self, values: Values) -> CommandResult:
         help_text = render.help_text(self.service.config, PLATFORM).replace("**", "")

@@ -225,8 +225,8 @@ def apikey_created_text(made: NewKey) -> str:
     """A new key and its webhook secret: shown once, privately (never stored in clear)."""
     label = f" ({made.key.label})" if made.key.label else ""
     return (f"API key #{made.key.id}{label} — copy it now, it is shown only once:\n"
-            f"{made.secret}\n"
-            f"Webhook signing secret: {made.webhook_secret}\n"
+            f"`{made.secret}`\n"
+            f"Webhook signing secret: `{made.webhook_secret}`\n"
             "Use it as 'Authorization: Bearer <key>'. Revoke with /apikey revoke key:"
             f"{made.key.id}.")
 
@@ -240,7 +240,8 @@ def apikey_list_text(keys: list[ApiKey]) -> str:
         state = "revoked" if key.revoked else (
             "never used" if key.last_used_at is None else "in use")
         admin = " · admin" if key.is_admin else ""
-        lines.append(f"#{key.id} mb_{key.prefix}_… {key.label or '(no label)'} · {state}{admin}")
+        lines.append(f"#{key.id} `mb_{key.prefix}_…` {key.label or '(no label)'} · "
+                     f"{state}{admin}")
     return "\n".join(lines)
 
 
