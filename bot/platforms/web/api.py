@@ -7,6 +7,7 @@ reaches only its own member's tracks: anything else is 404, exactly like an unkn
 # No ``from __future__ import annotations``: the generate route's body model is built per
 # config at run time, and FastAPI must see the real class, not a string naming a local.
 
+import importlib
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -75,7 +76,7 @@ def build_router(config: Config) -> APIRouter:
         webhook = values.pop("webhook_url")
         music = MusicRequest(format=values.pop("output_format"), **values)
         wanted = validate_request(context.config, music)  # the core's word, before charging
-        destination = _destination(me, webhook)
+        destination = _destination(me, webhook, context.config)
         key = _idempotency(me, "generate", idempotency_key)
         receipt = await context.service.request_music(me.actor, music, destination, key)
         if receipt.duplicate and not _same_request(receipt.job, wanted, webhook):
@@ -149,7 +150,8 @@ def build_router(config: Config) -> APIRouter:
         _require_ready(context)
         await _my_job(context, me, track_id)
         key = _idempotency(me, f"reroll:{track_id}", idempotency_key)
-        receipt = await context.service.reroll(me.actor, track_id, _destination(me, None), key)
+        destination = _destination(me, None, context.config)
+        receipt = await context.service.reroll(me.actor, track_id, destination, key)
         return _accepted(request, context, receipt)
 
     @router.post("/music/{track_id}/extend", status_code=202, response_model=Accepted,
@@ -162,8 +164,8 @@ def build_router(config: Config) -> APIRouter:
         body = body or ExtendRequest(seconds=None, webhook_url=None)
         seconds = body.seconds or context.config.limits.extend_seconds
         key = _idempotency(me, f"extend:{track_id}", idempotency_key)
-        receipt = await context.service.extend(
-            me.actor, track_id, seconds, _destination(me, body.webhook_url), key)
+        destination = _destination(me, body.webhook_url, context.config)
+        receipt = await context.service.extend(me.actor, track_id, seconds, destination, key)
         if receipt.duplicate and receipt.job.params.duration != round(float(seconds), 1):
             raise _conflict()
         return _accepted(request, context, receipt)
@@ -251,28 +253,29 @@ def _same_request(job: Job, wanted: GenerationParams, webhook: str | None) -> bo
     return job.params == wanted and job.destination.extra.get("webhook_url") == webhook
 
 
-def _destination(me: Caller, webhook: str | None) -> Destination:
+def _destination(me: Caller, webhook: str | None, config: Config) -> Destination:
     extra: dict[str, Any] = {"key_id": me.key.id, "member_platform": me.key.platform}
     if webhook:
-        extra["webhook_url"] = _webhook_target(webhook)
+        extra["webhook_url"] = _webhook_target(webhook, config)
     return Destination(PLATFORM, me.actor.community, "http", me.actor.user,
                        upload_limit=2**40, extra=extra)
 
 
-def _webhook_target(url: str) -> str:
-    """The webhook URL to store, checked (scheme, no loopback/private unless allowed).
+def _webhook_target(url: str, config: Config) -> str:
+    """The webhook URL to store, checked (scheme; no loopback/private address unless the
+    operator allows it).
 
-    The check is the page helper's ``bot.platforms.web.webhooks.check_url``; until it is
-    merged this keeps the minimum (an http(s) URL), so the merge is one line here.
+    The check is the page helper's ``bot.platforms.web.webhooks.check_url``; until that module
+    is merged this keeps the minimum (an http(s) URL), so the merge is one line here.
     """
     try:
-        from bot.platforms.web import webhooks  # type: ignore[attr-defined]
+        webhooks = importlib.import_module("bot.platforms.web.webhooks")
     except ImportError:
         if not url.startswith(("https://", "http://")):
             raise InvalidRequest("webhook_url", "must be an http(s) URL") from None
         return url
-    allow = bool(getattr(webhooks, "ALLOW_PRIVATE", False))
-    return str(webhooks.check_url(url, allow))
+    allow_private = bool(getattr(config.api, "webhook_allow_private", False))
+    return str(webhooks.check_url(url, allow_private))
 
 
 async def _my_job(context: WebContext, me: Caller, track_id: int) -> Job:
