@@ -90,6 +90,9 @@ class App:
         try:
             await self._start_ops()
             await self.service.start()
+            for frontend in self.frontends:
+                if hasattr(frontend, "listen"):  # the HTTP API: 503 while models load
+                    await frontend.listen()
             self._spawn(self.service.leases.run_forever(), "leases")
             self._spawn(self._sweep_tracks_periodically(), "retention")
             self.engines = await asyncio.to_thread(load_engines, self.config)
@@ -228,6 +231,15 @@ def chat_frontends(config: Config, service: MusicService) -> list[Any]:
 
         frontends.append(SlackFrontend(config, service))
     return frontends
+
+
+def api_frontend(config: Config, service: MusicService) -> Any:
+    """The HTTP API frontend (``/v1``), when ``api.enabled``; else None."""
+    if not config.api.enabled:
+        return None
+    from bot.platforms.web.server import ApiFrontend
+
+    return ApiFrontend(config, service)
 
 
 def _slack_mode_ready(config: Config) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="override models.default (catalogue key, hub id, folder "
                      "or 'debug')")
     run.set_defaults(handler=cmd_run)
+
+    api = sub.add_parser("api", help="serve the HTTP API (and render its jobs) without the "
+                         "chat bots")
+    api.add_argument("--model", help="override models.default")
+    api.set_defaults(handler=cmd_api)
 
     console = sub.add_parser("console", help="use the bot's commands in this terminal")
     console.add_argument("--model", help="override models.default")
@@ -154,13 +160,16 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run(config: Config) -> int:
-    from bot.app import App, chat_frontends, missing_chat_credentials
+    from bot.app import App, api_frontend, chat_frontends, missing_chat_credentials
     from bot.platforms.console import ConsoleFrontend
 
     app = App(config)
     frontends = chat_frontends(config, app.service)
     for frontend in frontends:
         app.add_frontend(frontend)
+    http = api_frontend(config, app.service)
+    if http is not None:
+        app.add_frontend(http)  # beside the chat bots, or beside the console fallback
     console = None
     if not frontends:
         for note in missing_chat_credentials(config):
@@ -187,6 +196,32 @@ async def _run(config: Config) -> int:
             await stop.wait()
     finally:
         log.info("shutting down: running jobs go back to the queue")
+        await app.stop()
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, config: Config) -> int:
+    """``musicbot api``: the HTTP API with the worker, no chat frontends (api.enabled or not)."""
+    require_ffmpeg()
+    return asyncio.run(_api(dataclasses.replace(
+        config, api=dataclasses.replace(config.api, enabled=True))))
+
+
+async def _api(config: Config) -> int:
+    from bot.app import App, api_frontend
+
+    app = App(config)
+    app.add_frontend(api_frontend(config, app.service))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    _announce_models(app)
+    try:
+        log.info("musicbot API is running; press Ctrl+C to stop")
+        await stop.wait()
+    finally:
         await app.stop()
     return 0
 

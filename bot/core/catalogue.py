@@ -206,6 +206,10 @@ REASON = Option("reason", Kind.TEXT, "Shown in the ledger", limit=table.REASON, 
                 rest=True, example="welcome")
 
 
+APIKEY_ACTIONS = ("create", "list", "revoke")
+"""What ``/apikey`` does (the HTTP API's keys, :mod:`bot.core.apikeys`)."""
+
+
 def _adjust(name: str, help: str, amount: NumberLimit, amount_help: str) -> Command:
     amount_option = Option("amount", Kind.INTEGER, amount_help, required=True, limit=amount,
                            positional=True, example="100")
@@ -233,6 +237,16 @@ COMMANDS: tuple[Command, ...] = (
     Command("extend", "Continue a finished track (charged as new audio)", (
         JOB, Option("seconds", Kind.NUMBER, "Seconds to add (default limits.extend_seconds)",
                     positional=True, example="10")), only=("console",)),
+    Command("apikey", "Your keys for the HTTP API (shown once, privately)", (
+        Option("action", Kind.CHOICE, "create, list or revoke", required=True,
+               choices=APIKEY_ACTIONS, positional=True, example="create"),
+        Option("label", Kind.TEXT, "A name to recognise the key by", limit=table.LABEL,
+               example="jam-build"),
+        Option("key", Kind.JOB, "Key number to revoke (see list)", limit=table.JOB,
+               example="3"),
+        Option("member", Kind.MEMBER, "Whose keys (admins only)", example="@ana",
+               others=True),
+    )),
     _adjust("grant", "Give a member tokens", table.AMOUNT, "How many"),
     _adjust("take", "Take tokens from a member", table.AMOUNT, "How many"),
     _adjust("set", "Set a member's balance", table.BALANCE, "New balance"),

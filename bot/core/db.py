@@ -141,6 +141,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         UPDATE jobs SET batch_key = json_extract(params, '$.model');
         """,
     ),
+    (
+        4,
+        "API keys: a member's keys for the HTTP API (only the hash of the secret is kept)",
+        """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            prefix TEXT NOT NULL UNIQUE,
+            platform TEXT NOT NULL,
+            community TEXT NOT NULL,
+            user TEXT NOT NULL,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            hash TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            webhook_secret TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at REAL
+        );
+        CREATE INDEX api_keys_by_member ON api_keys (platform, community, user);
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

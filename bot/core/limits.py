@@ -49,6 +49,8 @@ CFG = NumberLimit("cfg", 0.0, 20.0, default=3.0)
 TEMPO = NumberLimit("tempo", 20, 300, integer=True)
 GENRE = TextLimit("genre", 40)
 REASON = TextLimit("reason", 200)
+LABEL = TextLimit("label", 40)
+"""An API key's label (``/apikey create label:…``)."""
 JOB = NumberLimit("job", 1, 2**63 - 1, integer=True)
 AMOUNT = NumberLimit("amount", 1, MAX_BALANCE, integer=True)
 """Tokens granted or taken; ``set`` also allows 0 (:data:`BALANCE`)."""

@@ -24,6 +24,7 @@ import aiosqlite
 
 from bot.config import Config
 from bot.core import jobs, ledger
+from bot.core.apikeys import ApiKeys
 from bot.core.bank import Bank, page_size
 from bot.core.db import Database, fetch_one
 from bot.core.delivery import Delivery
@@ -93,6 +94,8 @@ class MusicService:
                                  work_available=self.settlement.work_available, clock=clock)
         self.leases = LeaseKeeper(db, self.owner, lease_s=config.generation.lease_s,
                                   on_renewed=self.settlement.leases_renewed, clock=clock)
+        self.apikeys = ApiKeys(config, db, clock=clock)
+        """The members' HTTP API keys (:mod:`bot.core.apikeys`)."""
         self.available_models: frozenset[str] | None = None
         """Catalogue keys with a loaded engine (set by the app); None accepts the catalogue."""
 
@@ -357,8 +360,10 @@ class MusicService:
     async def _visible_job(self, actor: Actor, job_id: object) -> Job:
         """A job the actor may act on: in the actor's community (their own or any, for re-roll)."""
         job = await self.get_job(job_id)
-        if (job.destination.platform, job.destination.community) != (actor.platform,
-                                                                      actor.community):
+        own = job.account == self.account_key(actor.platform, actor.community, actor.user)
+        if not own and (job.destination.platform, job.destination.community) != (
+                actor.platform, actor.community):
+            # own: a member reaches their own jobs whatever made them (the HTTP API's too)
             raise JobNotFound(job.id)
         return job
 

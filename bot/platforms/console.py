@@ -37,6 +37,7 @@ from bot.core.models import (
 from bot.core.requests import validate_duration, validate_model
 from bot.core.service import MusicService
 from bot.platforms import render
+from bot.platforms.apikey_command import apikey_answer
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,11 @@ class ConsoleFrontend:
     async def _cmd_tokens_ledger(self, values: Values) -> CommandResult:
         entries = await self.service.ledger(self.actor, values.get("member"))
         return CommandResult(True, render.ledger_text(entries))
+
+    async def _cmd_apikey(self, values: Values) -> CommandResult:
+        text = await apikey_answer(self.service.apikeys, self.actor, values["action"],
+                                   values.get("label"), values.get("key"), values.get("member"))
+        return CommandResult(True, text.replace("`", ""))
 
     async def _cmd_help(self, values: Values) -> CommandResult:
         help_text = render.help_text(self.service.config, PLATFORM).replace("**", "")

@@ -24,6 +24,7 @@ from bot.core.catalogue import Access, Kind, Option
 from bot.core.limits import NumberLimit, TextLimit
 from bot.core.models import MusicRequest
 from bot.platforms import render
+from bot.platforms.apikey_command import apikey_answer
 from bot.platforms.discord_host import DiscordHost, Interaction
 from bot.platforms.discord_send import DISCORD
 
@@ -213,7 +214,16 @@ async def _ledger(host: DiscordHost, interaction: Interaction, values: dict[str,
     await _reply(interaction, render.ledger_text(entries, DISCORD))
 
 
+async def _apikey(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await _defer(interaction)  # ephemeral: the key is shown to its member only, once
+    text = await apikey_answer(host.service.apikeys, host.actor(interaction), values["action"],
+                               values.get("label"), values.get("key"),
+                               _user_id(values.get("member")))
+    await _reply(interaction, text)
+
+
 HANDLERS: dict[str, Handler] = {
+    "apikey": _apikey,
     "music": _music, "balance": _balance, "history": _history, "queue": _queue,
     "cancel": _cancel, "track": _track, "price": _price, "help": _help,
     "tokens grant": _adjust("grant"), "tokens take": _adjust("take"),

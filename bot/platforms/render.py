@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from bot.config import Config
 from bot.core import catalogue
+from bot.core.apikeys import ApiKey, NewKey
 from bot.core.errors import format_wait
 from bot.core.models import Job, JobEvent, JobState, LedgerEntry, QueueInfo, Receipt, Track
 from bot.core.requests import price as price_of
@@ -215,3 +216,36 @@ def help_text(config: Config, frontend: str = "discord") -> str:
 def to_slack_mrkdwn(text: str) -> str:
     """Convert the shared Markdown (``**bold**``) to Slack mrkdwn (``*bold*``)."""
     return text.replace("**", "*")
+
+
+# --------------------------------------------------------------------- HTTP API keys
+
+
+def apikey_created_text(made: NewKey) -> str:
+    """A new key and its webhook secret: shown once, privately (never stored in clear)."""
+    label = f" ({made.key.label})" if made.key.label else ""
+    return (f"API key #{made.key.id}{label} — copy it now, it is shown only once:\n"
+            f"`{made.secret}`\n"
+            f"Webhook signing secret: `{made.webhook_secret}`\n"
+            "Use it as 'Authorization: Bearer <key>'. Revoke with /apikey revoke key:"
+            f"{made.key.id}.")
+
+
+def apikey_list_text(keys: list[ApiKey]) -> str:
+    """One line per key: number, public prefix, label, state (never the secret)."""
+    if not keys:
+        return "No API keys yet. Make one with /apikey create."
+    lines = []
+    for key in keys:
+        state = "revoked" if key.revoked else (
+            "never used" if key.last_used_at is None else "in use")
+        admin = " · admin" if key.is_admin else ""
+        lines.append(f"#{key.id} `mb_{key.prefix}_…` {key.label or '(no label)'} · "
+                     f"{state}{admin}")
+    return "\n".join(lines)
+
+
+def apikey_revoked_text(keys: list[ApiKey]) -> str:
+    """Which keys stopped working."""
+    numbers = ", ".join(f"#{key.id}" for key in keys)
+    return f"Revoked API key{'s' if len(keys) > 1 else ''} {numbers}: they no longer work."

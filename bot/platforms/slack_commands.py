@@ -18,6 +18,7 @@ from bot.core.limits import summary
 from bot.core.models import Actor, Destination, Job, JobState, Receipt, Track
 from bot.core.service import MusicService
 from bot.platforms import render
+from bot.platforms.apikey_command import apikey_answer
 from bot.platforms.slack_blocks import SLACK, escape, mrkdwn
 from bot.platforms.slack_parse import HELP, Parsed, UsageError, parse_command
 
@@ -146,6 +147,17 @@ class CommandRunner:
                              values: Values) -> None:
         entries = await self.service.ledger(actor, values.get("member"))
         await self._answer(client, body, render.ledger_text(entries, SLACK))
+
+
+    async def _apikey(self, client: AsyncWebClient, body: Body, actor: Actor,
+                      values: Values) -> None:
+        if str(values.get("action", "")).lower() == "create":
+            # the key keeps the rights its member has now: look admin rights up for it
+            actor = await self.frontend.actor(client, body, check_admin=True)
+        text = await apikey_answer(self.service.apikeys, actor, values.get("action"),
+                                   values.get("label"), values.get("key"),
+                                   values.get("member"))
+        await self._answer(client, body, text)
 
 
 def cancel_text(job: Job) -> str:

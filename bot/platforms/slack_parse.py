@@ -145,10 +145,14 @@ def parse_member(word: str) -> str:
 
 def _parse_subcommand(entry: catalogue.Command, rest: list[str]) -> Parsed | None:
     """The sub-command, or None when the words do not fit its shape (then they are a prompt)."""
-    positional, flags = _split_flags(rest, usage=MUSIC_USAGE)
+    own = {s: o.name for o in entry.options if not (o.rest or o.positional)
+           for s in o.spellings}  # e.g. /music apikey create --label build
+    positional, flags = _split_flags(rest, usage=MUSIC_USAGE, known={**FLAGS, **own})
     if set(flags) - {o.name for o in entry.options}:
         return None  # "price of love --genre soul" is a prompt, not a price question
-    values: dict[str, Any] = dict(flags)
+    values: dict[str, Any] = {
+        name: parse_member(value) if entry.option(name).kind is Kind.MEMBER else value
+        for name, value in flags.items()}
     free = [o for o in entry.positionals if o.name not in values]
     if len(positional) > len(free):
         return None  # "cancel culture anthem"
@@ -195,7 +199,8 @@ def _parse_music(words: list[str]) -> dict[str, Any]:
     return {"prompt": prompt, **flags}
 
 
-def _split_flags(words: list[str], usage: str) -> tuple[list[str], dict[str, str]]:
+def _split_flags(words: list[str], usage: str,
+                 known: dict[str, str] = FLAGS) -> tuple[list[str], dict[str, str]]:
     """Separate free words from ``--key value`` / ``--key=value`` options."""
     positional: list[str] = []
     flags: dict[str, str] = {}
@@ -207,7 +212,7 @@ def _split_flags(words: list[str], usage: str) -> tuple[list[str], dict[str, str
             positional.append(word)
             continue
         name, eq, value = _DASH_FLAG.sub("", word).partition("=")
-        field = FLAGS.get(name.lower())
+        field = known.get(name.lower())
         if field is None:
             raise UsageError(f"Unknown option `{word}`.", usage)
         if not eq:

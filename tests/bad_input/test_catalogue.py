@@ -22,7 +22,7 @@ from bot.config import Config
 from bot.core import catalogue
 from bot.core.catalogue import Kind, Option
 from bot.core.errors import InvalidRequest
-from bot.core.limits import REASON, NumberLimit, TextLimit
+from bot.core.limits import LABEL, REASON, NumberLimit, TextLimit
 from bot.core.models import MusicRequest
 from bot.core.requests import (
     validate_amount,
@@ -178,6 +178,8 @@ def core_accepts(service: MusicService, entry: catalogue.Command, name: str, val
             validate_amount(value, allow_zero=entry.name == "set")
         elif name == "reason":
             validate_text(service.config, "reason", value, REASON.max_chars)
+        elif name == "label":
+            validate_text(service.config, "label", value, LABEL.max_chars)
         else:
             validate_job_id(value)
     except InvalidRequest:
@@ -189,7 +191,9 @@ def slack_text(entry: catalogue.Command, option: Option, value: Any) -> str:
     if entry.group:
         values = {"member": "<@U0BOB>", "amount": "5", "reason": "why", option.name: value}
         return f"admin {entry.name} " + " ".join(str(values[o.name]) for o in entry.options)
-    base = {"music": "drums --duration 5", "price": "price 5"}.get(entry.name, entry.name)
+    base = {"music": "drums --duration 5", "price": "price 5",
+            "apikey": "apikey revoke" if option.name == "key" else "apikey create",
+            }.get(entry.name, entry.name)
     if option.name == "duration":
         base = base.replace(" --duration 5", "").replace(" 5", "")
     if option.positional and option.name != "prompt":
@@ -212,7 +216,8 @@ def slack_accepts(service: MusicService, entry: catalogue.Command, option: Optio
 
 def console_line(entry: catalogue.Command, option: Option, value: Any) -> str:
     base = {"music": {"prompt": '"drums"', "duration": "5"}, "price": {"duration": "5"},
-            "cancel": {}, "track": {}, "reroll": {}, "extend": {}}.get(
+            "cancel": {}, "track": {}, "reroll": {}, "extend": {},
+            "apikey": {"action": "revoke" if option.name == "key" else "create"}}.get(
         entry.name, {"member": "bob", "amount": "5"})
     fields = {**base, option.name: f'"{value}"' if isinstance(value, str) else value}
     return f"/{entry.qualified_name} " + " ".join(f"{k}:{v}" for k, v in fields.items())
