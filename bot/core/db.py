@@ -141,6 +141,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         UPDATE jobs SET batch_key = json_extract(params, '$.model');
         """,
     ),
+    (
+        5,
+        "share ids: a finished track's public page (/t/<share_id>)",
+        # NULL = private. UNIQUE allows many NULLs on SQLite and PostgreSQL alike.
+        """
+        ALTER TABLE jobs ADD COLUMN share_id TEXT;
+        CREATE UNIQUE INDEX jobs_by_share_id ON jobs (share_id);
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

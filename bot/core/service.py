@@ -66,6 +66,7 @@ from bot.core.requests import (
     validate_request,
 )
 from bot.core.settlement import Settlement
+from bot.core.sharing import Sharing
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class MusicService:
                                  work_available=self.settlement.work_available, clock=clock)
         self.leases = LeaseKeeper(db, self.owner, lease_s=config.generation.lease_s,
                                   on_renewed=self.settlement.leases_renewed, clock=clock)
+        self.sharing = Sharing(config, db)
+        """Track pages: share / unshare and the page's lookup (``bot.core.sharing``)."""
         self.available_models: frozenset[str] | None = None
         """Catalogue keys with a loaded engine (set by the app); None accepts the catalogue."""
 
