@@ -33,11 +33,14 @@
     const playedX = total ? (audio.currentTime / total) * width : 0;
     const middle = height / 2;
     const step = peaks.length ? width / peaks.length : width;
+    // scaled to the loudest peak (as players do), so a quiet track still has a shape
+    const loudest = peaks.reduce((m, [low, high]) => Math.max(m, -low, high), 0);
+    const scale = middle * 0.95 / Math.max(loudest, 0.05);
     peaks.forEach(([low, high], i) => {
       const x = i * step;
       // at least one pixel tall, so silence still shows where the track is
-      const top = middle - Math.max(high, 0) * middle;
-      const bottom = middle - Math.min(low, 0) * middle;
+      const top = middle - Math.max(high, 0) * scale;
+      const bottom = middle - Math.min(low, 0) * scale;
       ctx.fillStyle = x < playedX ? PLAYED : WAVE;
       ctx.fillRect(x, top, Math.max(1, step - 0.5), Math.max(1, bottom - top));
     });
