@@ -118,7 +118,7 @@ class CommandRunner:
     async def _share(self, client: AsyncWebClient, body: Body, actor: Actor,
                      values: Values) -> None:
         job = await self.service.sharing.share(actor, values["job"])
-        await self._answer(client, body, render.shared_text(self.service.config, job, "slack"))
+        await self._answer(client, body, render.shared_text(self.frontend.config, job, "slack"))
 
     async def _unshare(self, client: AsyncWebClient, body: Body, actor: Actor,
                        values: Values) -> None:
