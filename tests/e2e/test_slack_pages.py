@@ -11,7 +11,6 @@ import pytest_asyncio
 
 from tests.e2e.slack_fixtures import (
     ADMIN,
-    MEMBER,
     OTHER,
     RunningBot,
     SlackWorld,
@@ -54,4 +53,3 @@ async def test_share_and_unshare_from_slack(world: SlackWorld) -> None:
     await world.command(f"unshare {job_id}", user=ADMIN)
     assert "private again" in await world.wait_private("private again", user=ADMIN)
     assert (await world.service.get_job(job_id)).share_id is None
-    assert MEMBER
