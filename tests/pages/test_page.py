@@ -83,6 +83,10 @@ async def test_audio_supports_range_requests_for_seeking(base_url: str, made: Ma
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes 100-199/{len(stored)}"
     assert part.content == stored[100:200]
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        head = await http.head(f"/t/{job.share_id}/audio")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(stored))
 
 
 async def test_waveform_data_is_served_for_the_player(base_url: str, made: MakeTrack) -> None:

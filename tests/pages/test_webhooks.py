@@ -184,7 +184,7 @@ def test_urls_that_are_not_plain_http_are_refused(url: str) -> None:
 @pytest.mark.parametrize("host", [
     "127.0.0.1", "localhost", "10.1.2.3", "172.16.0.1", "192.168.1.10", "169.254.169.254",
     "100.64.0.1", "0.0.0.0", "224.0.0.1", "240.0.0.1", "[::1]", "[fe80::1]", "[fc00::1]",
-    "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]",
+    "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]", "[64:ff9b::a00:1]",
 ])
 def test_private_and_reserved_addresses_are_refused(host: str) -> None:
     with pytest.raises(InvalidRequest, match="private or local"):

@@ -65,7 +65,7 @@ async def track_page(share_id: str, context: Context) -> Response:
     return HTMLResponse(render_page(share_id, job, track), headers=PAGE_HEADERS)
 
 
-@router.get("/t/{share_id}/audio")
+@router.api_route("/t/{share_id}/audio", methods=["GET", "HEAD"])
 async def track_audio(share_id: str, context: Context) -> Response:
     """The stored file, with ``Range`` support so players can seek."""
     found = await _shared(context, share_id)
@@ -88,7 +88,7 @@ async def track_waveform(share_id: str, context: Context) -> Response:
     return FileResponse(data, media_type="application/json", headers=PRIVATE)
 
 
-@router.get("/t/{share_id}/download/{fmt}")
+@router.api_route("/t/{share_id}/download/{fmt}", methods=["GET", "HEAD"])
 async def track_download(share_id: str, fmt: str, context: Context) -> Response:
     """The track as an attachment in ``fmt`` (mp3, wav, flac, ogg), converted on demand."""
     found = await _shared(context, share_id)

@@ -49,6 +49,9 @@ TOLERANCE_S = 300
 
 # ------------------------------------------------------------------------ URL checks
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 class _Blocked(OSError):
     """An address we must not connect to (raised inside aiohttp's resolver: an OSError)."""
 
@@ -59,6 +62,8 @@ def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    elif isinstance(ip, ipaddress.IPv6Address) and ip in _NAT64:
+        ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)  # a NAT64 gateway would go there
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback
                                  or ip.is_link_local or ip.is_private or ip.is_unspecified)
 
