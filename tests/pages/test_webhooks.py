@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -11,12 +12,14 @@ import pytest
 from aiohttp import web
 
 from bot.core.errors import InvalidRequest
+from bot.core.models import Job, Track
 from bot.platforms.web.webhooks import (
     SIGNATURE_HEADER,
     WebhookSender,
     _Blocked,
     _PublicOnlyResolver,
     check_url,
+    completion_hook,
     verify,
 )
 
@@ -201,3 +204,31 @@ def test_public_addresses_are_accepted() -> None:
 def test_a_host_that_does_not_resolve_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="does not resolve"):
         check_url("https://no-such-host.invalid/hook", allow_private=False)
+
+
+async def test_the_completion_hook_sends_the_track_of_jobs_that_asked_for_one(
+        receiver: Callable[..., Receiver]) -> None:
+    from tests.pages.test_links import job
+
+    box = await receiver()
+    webhooks = sender()
+    made: list[int] = []
+
+    async def secret_of(asked: Job) -> str | None:
+        return SECRET
+
+    async def payload_of(asked: Job, track: Track | None, context: object) -> dict[str, object]:
+        made.append(asked.id)
+        return {**TRACK, "id": asked.id}
+
+    hook = completion_hook(webhooks, secret_of, payload_of)
+    plain = job(None)
+    await hook(plain, None, None)  # no webhook_url: nothing is sent
+    asked = dataclasses.replace(plain, destination=dataclasses.replace(
+        plain.destination, extra={"webhook_url": box.url}))
+    await hook(asked, None, None)
+    while not box.seen:
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*webhooks._tasks)
+    assert made == [plain.id] and json.loads(box.bodies[0])["id"] == plain.id
+    assert verify(SECRET, box.seen[0].headers[SIGNATURE_HEADER], box.bodies[0])

@@ -35,6 +35,7 @@ from aiohttp.resolver import ThreadedResolver
 
 from bot.config import Config
 from bot.core.errors import InvalidRequest
+from bot.core.models import Job, Track
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,32 @@ class WebhookSender:
         if 300 <= status < 400:
             raise _Refused(f"HTTP {status}: redirects are not followed")
         raise _Refused(f"HTTP {status}")
+
+
+SecretOf = Callable[[Job], Awaitable[str | None]]
+PayloadOf = Callable[[Job, Track | None, Any], Awaitable[dict[str, Any]]]
+
+
+def completion_hook(sender: WebhookSender, secret_of: SecretOf,
+                    payload_of: PayloadOf) -> Callable[[Job, Track | None, Any],
+                                                       Awaitable[None]]:
+    """The API frontend's ``webhook`` hook: for a job whose destination carries a
+    ``webhook_url``, build its track object and schedule the signed POST, returning at once.
+
+    ``secret_of(job)`` gives the webhook secret of the key that made the job (None: no
+    webhook), ``payload_of(job, track, context)`` the JSON track object.
+    """
+    async def hook(job: Job, track: Track | None, context: Any) -> None:
+        url = job.destination.extra.get("webhook_url")
+        if not url:
+            return
+        secret = await secret_of(job)
+        if not secret:
+            log.warning("job %d has a webhook but its key has no secret (revoked?)", job.id)
+            return
+        sender.schedule(str(url), await payload_of(job, track, context), secret)
+
+    return hook
 
 
 class _Refused(Exception):
