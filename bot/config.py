@@ -309,6 +309,17 @@ class ApiConfig:
     """How members reach the server (``https://music.example.org``): the base of
     ``audio_url``, ``download_url`` and track-page links in chat. Empty: links use the request's
     own host, and chat messages carry no page link."""
+    share_by_default: Flag = False
+    """Give every new track a public page (``/t/<share_id>``) when it renders; members can
+    still ``/unshare`` it. Off: a track is public only after its owner's ``/share``."""
+    share_by_default_in: dict[Text, Flag] = field(default_factory=dict)
+    """Per-community overrides of ``share_by_default``, keyed ``"<platform>:<community id>"``
+    (``"discord:<guild id>": true``, ``"slack:<team id>": false``)."""
+    webhooks_allow_private: Flag = False
+    """Let completion webhooks reach loopback, private, link-local and reserved addresses
+    (a LAN-only setup). Off: such URLs are refused, also when DNS changes after the check."""
+    webhook_timeout_s: Annotated[Number, span(1, 60)] = 10.0
+    """How long one webhook POST may take before it counts as failed (then retried)."""
 
 
 @with_config(_SECTION)

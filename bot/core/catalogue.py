@@ -230,6 +230,10 @@ COMMANDS: tuple[Command, ...] = (
         Option("job", Kind.JOB, "Job number (default: your newest active job)",
                limit=table.JOB, positional=True, example="12", others=True),)),
     Command("track", "Send a finished track again", (JOB,)),
+    Command("share", "Give a finished track a public page to share", (
+        replace(JOB, others=True),)),
+    Command("unshare", "Make a track private again (its page link stops working)", (
+        replace(JOB, others=True),)),
     Command("price", "What a track would cost", (
         replace(DURATION, positional=True), MODEL, FORMAT)),
     Command("help", "How to use the music bot"),

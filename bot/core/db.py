@@ -162,6 +162,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX api_keys_by_member ON api_keys (platform, community, user);
         """,
     ),
+    (
+        5,
+        "share ids: a finished track's public page (/t/<share_id>)",
+        # NULL = private. UNIQUE allows many NULLs on SQLite and PostgreSQL alike.
+        """
+        ALTER TABLE jobs ADD COLUMN share_id TEXT;
+        CREATE UNIQUE INDEX jobs_by_share_id ON jobs (share_id);
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

@@ -94,6 +94,7 @@ def job_from_row(row: aiosqlite.Row) -> Job:
         delivery_attempts=row["delivery_attempts"],
         delivered_at=row["delivered_at"],
         delivery_error=row["delivery_error"],
+        share_id=row["share_id"],
     )
 
 

@@ -234,6 +234,8 @@ class Job:
     """When the platform accepted the track; None on a ``done`` job means delivery gave up
     (the member can still fetch it with /track)."""
     delivery_error: str | None = None
+    share_id: str | None = None
+    """Unguessable id of the track's public page ``/t/<share_id>``; None while private."""
 
     @property
     def batch_key(self) -> str:

@@ -67,6 +67,7 @@ from bot.core.requests import (
     validate_request,
 )
 from bot.core.settlement import Settlement
+from bot.core.sharing import Sharing
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class MusicService:
                                   on_renewed=self.settlement.leases_renewed, clock=clock)
         self.apikeys = ApiKeys(config, db, clock=clock)
         """The members' HTTP API keys (:mod:`bot.core.apikeys`)."""
+        self.sharing = Sharing(config, db)
+        """Track pages: share / unshare and the page's lookup (``bot.core.sharing``)."""
         self.available_models: frozenset[str] | None = None
         """Catalogue keys with a loaded engine (set by the app); None accepts the catalogue."""
 

@@ -13,6 +13,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import replace
 from typing import cast
 
 from bot.config import Config
@@ -23,6 +24,7 @@ from bot.core.errors import JobNotFound
 from bot.core.eta import SpeedEstimator
 from bot.core.events import Notifier
 from bot.core.models import EventKind, Job, JobEvent, JobState, Track
+from bot.core.sharing import share_on_render
 
 
 class Settlement:
@@ -119,6 +121,8 @@ class Settlement:
         async with self.db.write() as conn:
             done = await jobs.mark_rendered(conn, job.id, owner=self.owner, track=track,
                                             now=self._clock())
+            if done is not None:  # the community's default may give it a page at once
+                done = replace(done, share_id=await share_on_render(conn, self.config, done))
             current = done or await jobs.get(conn, job.id)
         assert current is not None
         if done is None and current.state is JobState.RUNNING and current.cancel_requested:

@@ -98,7 +98,8 @@ class ConsoleFrontend:
             watch.done.set()
 
     async def deliver(self, job: Job, track: Track) -> None:
-        self._print(render.result_text(job, track).replace("**", "")
+        link = render.page_line(self.service.config, job, "console")
+        self._print(render.result_text(job, track, link=link).replace("**", "")
                     .replace(f"<@{job.destination.user}>", job.destination.user))
         self._print(f"{track.format.upper()} written: {Path(track.path).resolve()}")
         watch = self._watches.setdefault(job.id, _JobWatch())
@@ -193,6 +194,14 @@ class ConsoleFrontend:
     async def _cmd_track(self, values: Values) -> CommandResult:
         job, track = await self.service.stored_track(self.actor, values["job"])
         return CommandResult(True, f"Job #{job.id}: {Path(track.path).resolve()}")
+
+    async def _cmd_share(self, values: Values) -> CommandResult:
+        job = await self.service.sharing.share(self.actor, values["job"])
+        return CommandResult(True, render.shared_text(self.service.config, job, "console"))
+
+    async def _cmd_unshare(self, values: Values) -> CommandResult:
+        job = await self.service.sharing.unshare(self.actor, values["job"])
+        return CommandResult(True, render.unshared_text(job))
 
     async def _cmd_balance(self, values: Values) -> CommandResult:
         member = values.get("member")

@@ -279,8 +279,13 @@ class DiscordFrontend:
         if track.size_bytes > limit:
             raise DeliveryError(f"the file ({_mib(track.size_bytes)}) is over this channel's "
                                 f"upload limit ({_mib(limit)})", retryable=False)
-        await self._sender().deliver(job, track, render.result_text(job, track, DISCORD),
+        await self._sender().deliver(job, track, self._result_text(job, track),
                                      self._result_view(job))
+
+    def _result_text(self, job: Job, track: Track) -> str:
+        """The finished-track message, with its page link when ``api.public_base_url`` is set."""
+        link = render.page_line(self.config, job, self.platform)
+        return render.result_text(job, track, DISCORD, link)
 
     async def send_stored_track(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """``/track``: upload a finished job's stored file again, publicly, with its buttons.
@@ -301,7 +306,7 @@ class DiscordFrontend:
             return
         try:
             await followup_track(interaction, job, track,
-                                 render.result_text(job, track, DISCORD), self._result_view(job))
+                                 self._result_text(job, track), self._result_view(job))
         except discord.HTTPException as exc:
             log.info("could not re-send job %d: %s %s", job.id, exc.status, exc.code)
             await _refuse(interaction, f"I could not post job #{job.id}'s file: "

@@ -184,6 +184,18 @@ async def _track(host: DiscordHost, interaction: Interaction, values: dict[str, 
     await host.send_stored_track(interaction, values["job"])
 
 
+async def _share(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await _defer(interaction)
+    job = await host.service.sharing.share(host.actor(interaction), values["job"])
+    await _reply(interaction, render.shared_text(host.config, job, "discord"))
+
+
+async def _unshare(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    await _defer(interaction)
+    job = await host.service.sharing.unshare(host.actor(interaction), values["job"])
+    await _reply(interaction, render.unshared_text(job))
+
+
 async def _price(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
     model = values.get("model") or host.config.models.default
     tokens = host.service.price(values["duration"], model, values.get("format"))
@@ -228,5 +240,7 @@ HANDLERS: dict[str, Handler] = {
     "cancel": _cancel, "track": _track, "price": _price, "help": _help,
     "tokens grant": _adjust("grant"), "tokens take": _adjust("take"),
     "tokens set": _adjust("set"), "tokens ledger": _ledger,
+    "share": _share,
+    "unshare": _unshare,
 }
 """What each catalogue command does on Discord (a test checks none is missing)."""

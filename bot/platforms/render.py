@@ -20,6 +20,7 @@ from bot.core.apikeys import ApiKey, NewKey
 from bot.core.errors import format_wait
 from bot.core.models import Job, JobEvent, JobState, LedgerEntry, QueueInfo, Receipt, Track
 from bot.core.requests import price as price_of
+from bot.core.sharing import page_url
 
 NOISE_NOTE = "⚠️ Made with a random-initialised test model (`debug`): the audio is noise."
 
@@ -126,9 +127,9 @@ def failure_text(event: JobEvent, dialect: Dialect = PLAIN) -> str:
     return f"Generation failed: {reason}.{refund}"
 
 
-def result_text(job: Job, track: Track, dialect: Dialect = PLAIN) -> str:
+def result_text(job: Job, track: Track, dialect: Dialect = PLAIN, link: str = "") -> str:
     """Message sent with the finished file (names the member; whether that pings them is
-    the sender's choice of allowed mentions)."""
+    the sender's choice of allowed mentions). ``link``: the :func:`page_line`, if any."""
     lines = [
         f"🎶 Job #{job.id} for {dialect.mention(job.destination.user)}",
         describe_request(job, dialect),
@@ -136,7 +137,56 @@ def result_text(job: Job, track: Track, dialect: Dialect = PLAIN) -> str:
     ]
     if track.noise:
         lines.append(NOISE_NOTE)
+    if link:
+        lines.append(link)
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ track pages (sharing)
+
+def share_command(frontend: str, job_id: int, verb: str = "share") -> str:
+    """How a member types ``/share`` (or ``unshare``) for ``job_id`` on ``frontend``."""
+    if frontend == "discord":
+        return f"`/{verb} job:{job_id}`"
+    if frontend == "slack":
+        return f"`/music {verb} {job_id}`"
+    return f"`/{verb} {job_id}`"
+
+
+def _link(url: str, frontend: str) -> str:
+    # <url>: a link on Slack, and on Discord a link without a preview card (which would make
+    # Discord's crawler fetch the page).
+    return f"<{url}>" if frontend in ("discord", "slack") else url
+
+
+def page_line(config: Config, job: Job, frontend: str) -> str:
+    """The finished-track message's line about its page: the link when the track is shared,
+    else how to share it. Empty when ``api.public_base_url`` is not set (no page to link)."""
+    if not config.api.public_base_url:
+        return ""
+    url = page_url(config, job)
+    if url:
+        return f"🔗 Track page: {_link(url, frontend)}"
+    return f"🔗 Want a page to share it on? {share_command(frontend, job.id)}"
+
+
+def shared_text(config: Config, job: Job, frontend: str) -> str:
+    """Answer to ``/share``: the page link (or where it lives without a public URL)."""
+    url = page_url(config, job)
+    if url:
+        where = _link(url, frontend)
+    elif config.api.enabled:
+        where = f"`/t/{job.share_id}` on this bot's web address (ask the operator for it)"
+    else:
+        where = (f"`/t/{job.share_id}`, once the operator turns the web server on "
+                 "(`api.enabled`)")
+    return (f"🔗 Job #{job.id} is shared: {where}\nAnyone with the link can listen and "
+            f"download it; {share_command(frontend, job.id, 'unshare')} makes it private again.")
+
+
+def unshared_text(job: Job) -> str:
+    """Answer to ``/unshare``."""
+    return f"🔒 Job #{job.id} is private again: its page link no longer works."
 
 
 def extend_label(config: Config, job: Job) -> str:

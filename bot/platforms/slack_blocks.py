@@ -83,11 +83,13 @@ def status_blocks(text: str, job_id: int, active: bool) -> list[dict[str, Any]]:
     return blocks
 
 
-def result_blocks(job: Job, track: Track, extend_label: str) -> list[dict[str, Any]]:
+def result_blocks(job: Job, track: Track, extend_label: str,
+                  link: str = "") -> list[dict[str, Any]]:
     """The message shared with a finished track: what it is, plus Re-roll and Extend
-    (``extend_label`` from :func:`render.extend_label`, the same as on Discord)."""
+    (``extend_label`` from :func:`render.extend_label`, the same as on Discord); ``link`` is
+    its :func:`render.page_line`."""
     return [
-        section(mrkdwn(render.result_text(job, track, SLACK))),
+        section(mrkdwn(render.result_text(job, track, SLACK, link))),
         {
             "type": "actions",
             "block_id": f"result:{job.id}",

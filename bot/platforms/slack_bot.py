@@ -365,7 +365,8 @@ class SlackFrontend:
         await upload_track(self.app.client, job, track, self._result_blocks(job, track))
 
     def _result_blocks(self, job: Job, track: Track) -> list[dict[str, Any]]:
-        return result_blocks(job, track, render.extend_label(self.config, job))
+        return result_blocks(job, track, render.extend_label(self.config, job),
+                             render.page_line(self.config, job, "slack"))
 
     def _edit_due(self, job_id: int) -> bool:
         now = self._clock()

@@ -116,6 +116,16 @@ class CommandRunner:
         job, track = await self.service.stored_track(actor, values["job"])
         await self.frontend.resend(client, body, job, track)
 
+    async def _share(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        job = await self.service.sharing.share(actor, values["job"])
+        await self._answer(client, body, render.shared_text(self.frontend.config, job, "slack"))
+
+    async def _unshare(self, client: AsyncWebClient, body: Body, actor: Actor,
+                       values: Values) -> None:
+        job = await self.service.sharing.unshare(actor, values["job"])
+        await self._answer(client, body, render.unshared_text(job))
+
     async def _price(self, client: AsyncWebClient, body: Body, actor: Actor,
                      values: Values) -> None:
         model = values.get("model") or self.service.config.models.default
