@@ -28,6 +28,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Slack tokens: bot, user, app-level, config, refresh
     (re.compile(r"\bxox[a-z]-[A-Za-z0-9-]+"), "xox?-***"),
     (re.compile(r"\bxapp-[A-Za-z0-9-]+"), "xapp-***"),
+    # musicbot's own HTTP API keys and webhook secrets (bot/core/apikeys.py)
+    (re.compile(r"\b(mb_[0-9a-f]+_)[A-Za-z0-9_-]+"), r"\1***"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9_-]+"), "whsec_***"),
 )
 _BODY = re.compile(
     r"(?is)\b(request body|body_params|json_body|body|payload|message|query_params|params"

@@ -86,7 +86,7 @@ def build_router(config: Config) -> APIRouter:
     @router.get("/music/{track_id}", response_model=TrackObject, summary="A track's state")
     async def get_track(request: Request, context: Ctx, me: Me, track_id: int) -> TrackObject:
         job = await _my_job(context, me, track_id)
-        return await track_object(request, context, job)
+        return await track_object(_base(request, context), context, job)
 
     @router.get("/music", response_model=TrackPage, summary="My tracks, newest first")
     async def list_tracks(
@@ -105,7 +105,7 @@ def build_router(config: Config) -> APIRouter:
             "ORDER BY j.id DESC LIMIT ?", [*params, limit + 1])
         found = [jobs.job_from_row(r) for r in rows]
         page = found[:limit]
-        items = [await track_object(request, context, job) for job in page]
+        items = [await track_object(_base(request, context), context, job) for job in page]
         return TrackPage(items=items,
                          next_cursor=page[-1].id if len(found) > limit and page else None)
 
@@ -141,7 +141,8 @@ def build_router(config: Config) -> APIRouter:
     async def cancel(request: Request, context: Ctx, me: Me, track_id: int) -> TrackObject:
         await _my_job(context, me, track_id)
         await context.service.cancel(me.actor, track_id)
-        return await track_object(request, context, await context.service.get_job(track_id))
+        job = await context.service.get_job(track_id)
+        return await track_object(_base(request, context), context, job)
 
     @router.post("/music/{track_id}/reroll", status_code=202, response_model=Accepted,
                  summary="Same request, new seed (charged again)")
@@ -323,9 +324,10 @@ def _accepted(request: Request, context: WebContext, receipt: Receipt) -> Accept
                     url=f"{_base(request, context)}/v1/music/{receipt.job.id}")
 
 
-async def track_object(request: Request, context: WebContext, job: Job) -> TrackObject:
-    """The JSON view of a job (what webhooks also carry)."""
-    base = f"{_base(request, context)}/v1/music/{job.id}"
+async def track_object(base_url: str, context: WebContext, job: Job) -> TrackObject:
+    """The JSON view of a job (what webhooks also carry); URLs start with ``base_url``
+    (``api.public_base_url``, or the address the request came to)."""
+    base = f"{base_url}/v1/music/{job.id}"
     made = job.state in (JobState.RENDERED, JobState.DONE) and job.track is not None
     running = context.progress.get(job.id) if job.state is JobState.RUNNING else None
     position = None

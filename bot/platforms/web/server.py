@@ -82,7 +82,10 @@ class ApiFrontend:
         if self._task is not None:
             return
         settings = uvicorn.Config(self.app, host=self.config.api.host, port=self.config.api.port,
-                                  log_level="warning", access_log=False, lifespan="off")
+                                  log_config=None, log_level="warning", access_log=False,
+                                  lifespan="off")
+        # log_config=None: uvicorn's records go through the bot's handlers (and their
+        # redaction) instead of a logging setup of its own; no access log: a line per poll.
         self._server = _Server(settings)
         self._task = asyncio.create_task(self._server.serve(), name="api-server")
         while not self._server.started:
