@@ -66,6 +66,7 @@ from bot.core.requests import (
     validate_request,
 )
 from bot.core.settlement import Settlement
+from bot.core.stems import quote, request_stems
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,21 @@ class MusicService:
         params = replace(original.params, duration=added, continue_from=original.id,
                          seed=secrets.randbelow(2**31), seed_given=False)
         return await self._enqueue(actor, params, destination, idempotency_key)
+
+    async def stems(
+        self, actor: Actor, job_id: object, destination: Destination, idempotency_key: str
+    ) -> Receipt:
+        """Charge and queue the four stems of a finished track (see :mod:`bot.core.stems`).
+
+        A second request for the same track while its stems are queued or made returns that
+        job (``duplicate=True``) and charges nothing. Raises InvalidRequest, JobNotFound,
+        InsufficientTokens or LimitReached, with nothing charged.
+        """
+        return await request_stems(self, actor, job_id, destination, idempotency_key)
+
+    async def stems_price(self, actor: Actor, job_id: object) -> int:
+        """What the stems of ``job_id`` would cost (the Stems button and /stems show it)."""
+        return await quote(self, actor, job_id)
 
     async def cancel(self, actor: Actor, job_id: object = None) -> Job:
         """Cancel a queued job (refunded now) or ask the worker to stop a running one.
