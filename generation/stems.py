@@ -50,7 +50,7 @@ ZIP_HEADROOM = 4096
 """Bytes the zip's own headers take beyond its four (stored, not re-compressed) stems."""
 
 
-def build_debug_separator(device: str = "cpu") -> torch.nn.Module:
+def build_debug_separator(device: str = "cpu") -> Any:
     """A small random-initialised HTDemucs (same code path as the real one; output is noise).
 
     Fewer channels and one transformer layer keep a CPU test fast; the weights are drawn under
@@ -64,7 +64,7 @@ def build_debug_separator(device: str = "cpu") -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def load_separator(name: str, device: str = "cpu") -> torch.nn.Module:
+def load_separator(name: str, device: str = "cpu") -> Any:
     """The Demucs model called ``name`` (``htdemucs``…) from demucs' published weights.
 
     Raises:
@@ -86,7 +86,9 @@ def load_separator(name: str, device: str = "cpu") -> torch.nn.Module:
 class Separator:
     """One loaded Demucs model and what it is called; thread-confined to its lane."""
 
-    model: torch.nn.Module
+    model: Any
+    """A demucs model (HTDemucs, or a BagOfModels of them): typed loosely, demucs has no
+    common base class."""
     name: str
     device: str = "cpu"
 
@@ -172,7 +174,7 @@ class Separator:
         return Audio(np.ascontiguousarray(stem.numpy(), dtype=np.float32), like.sample_rate)
 
 
-def _segment_count(frames: int, model: torch.nn.Module) -> int:
+def _segment_count(frames: int, model: Any) -> int:
     """How many segments apply_model runs (for progress): one per stride of the segment."""
     segment = float(getattr(model, "segment", 10)) * int(model.samplerate)
     stride = max(1, int((1 - OVERLAP) * segment))
@@ -257,16 +259,24 @@ class StemsLane:
 
     It runs beside the music decode thread (never in one of its slots), so a stems job holds
     up music only for its claim transaction; on one GPU the two share the device's time.
+    The model loads on the lane's thread at the first stems job (``models.stems``; start-up
+    never waits for, or fails on, a Demucs download); a failed load is remembered in
+    :attr:`unavailable` so the service refuses further requests before charging.
     """
 
-    def __init__(self, separator: Separator, config: Config) -> None:
-        self.separator = separator
+    def __init__(self, config: Config, separator: Separator | None = None, *,
+                 device: str = "cpu") -> None:
         self.config = config
+        self.name = separator.name if separator is not None else config.models.stems
+        self.device = device
+        self.unavailable: str | None = None
+        """Why the stems model could not be loaded (None: loaded, or not tried yet)."""
+        self._separator = separator
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demucs")
 
     @property
     def batch_key(self) -> str:
-        return self.separator.batch_key
+        return STEMS_BATCH_PREFIX + self.name
 
     async def render(
         self, job_id: int, source: str, fmt: str, upload_limit: int, *,
@@ -274,13 +284,26 @@ class StemsLane:
     ) -> Track:
         """Split ``source`` and store the stems of job ``job_id``.
 
-        Raises GenerationStopped, GenerationOutOfMemory, GenerationError or TrackTooLarge.
+        Raises GenerationStopped, GenerationOutOfMemory, ModelUnavailable, GenerationError
+        or TrackTooLarge.
         """
         loop = asyncio.get_running_loop()
+        separator = await loop.run_in_executor(self._executor, self._loaded)
         stems = await loop.run_in_executor(self._executor, lambda: split_file(
-            self.separator, source, should_stop=should_stop, on_progress=on_progress))
+            separator, source, should_stop=should_stop, on_progress=on_progress))
         return await asyncio.to_thread(make_stems, stems, job_id, fmt, upload_limit,
-                                       self.config, noise=self.separator.noise)
+                                       self.config, noise=separator.noise)
+
+    def _loaded(self) -> Separator:
+        if self._separator is None:
+            try:
+                self._separator = Separator.load(self.name, self.device)
+            except ModelUnavailable as exc:
+                self.unavailable = exc.user_message
+                raise
+            log.info("stems model %s ready on %s%s", self.name, self.device,
+                     " — random weights: stems are noise" if self._separator.noise else "")
+        return self._separator
 
     def close(self) -> None:
         """Wait for the separation in progress (it stops at its next segment on shutdown)."""

@@ -102,16 +102,11 @@ def job_from_row(row: aiosqlite.Row) -> Job:
         delivery_attempts=row["delivery_attempts"],
         delivered_at=row["delivered_at"],
         delivery_error=row["delivery_error"],
-        **_kind_fields(row),
+        kind=row["kind"],
+        source_job_id=row["source_job_id"],
+        # Only jobs of other kinds keep their lane in the row; music's is its model.
+        lane_key=None if row["kind"] == JobKind.MUSIC else row["batch_key"],
     )
-
-
-def _kind_fields(row: aiosqlite.Row) -> dict[str, object]:
-    """``kind``/``source_job_id`` (migration 6); the stored batch key for non-music jobs."""
-    kind = row["kind"] if "kind" in row.keys() else JobKind.MUSIC.value
-    if kind == JobKind.MUSIC:
-        return {}
-    return {"kind": kind, "source_job_id": row["source_job_id"], "lane_key": row["batch_key"]}
 
 
 async def insert(

@@ -96,6 +96,8 @@ class MusicService:
                                   on_renewed=self.settlement.leases_renewed, clock=clock)
         self.available_models: frozenset[str] | None = None
         """Catalogue keys with a loaded engine (set by the app); None accepts the catalogue."""
+        self.stems_unavailable: Callable[[], str | None] = lambda: None
+        """Why this bot's stems lane cannot split tracks now (set by the app), else None."""
 
     # ----------------------------------------------------------------- wiring
 

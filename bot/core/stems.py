@@ -63,6 +63,8 @@ async def stems_source(service: MusicService, actor: Actor, job_id: object) -> J
     JobNotFound with a message for the member; nothing is charged."""
     if not service.config.models.stems:
         raise InvalidRequest("stems", "are turned off on this bot")
+    if (why := service.stems_unavailable()) is not None:
+        raise InvalidRequest("stems", f"are not available right now: {why}")
     job = await service._visible_job(actor, job_id)
     if job.kind != JobKind.MUSIC:
         raise InvalidRequest("job", f"#{job.id} is already a stems job; pick the track itself")
