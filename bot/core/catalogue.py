@@ -226,6 +226,8 @@ COMMANDS: tuple[Command, ...] = (
         Option("job", Kind.JOB, "Job number (default: your newest active job)",
                limit=table.JOB, positional=True, example="12", others=True),)),
     Command("track", "Send a finished track again", (JOB,)),
+    Command("stems", "Split a finished track into drums, bass, other, vocals (charged)",
+            (JOB,)),
     Command("price", "What a track would cost", (
         replace(DURATION, positional=True), MODEL, FORMAT)),
     Command("help", "How to use the music bot"),

@@ -47,6 +47,7 @@ from bot.core.models import (
     GenerationParams,
     Job,
     JobEvent,
+    JobKind,
     JobState,
     LedgerEntry,
     LedgerKind,
@@ -142,6 +143,8 @@ class MusicService:
     ) -> Receipt:
         """Queue the same request as ``job_id`` with a new random seed (charged again)."""
         original = await self._visible_job(actor, job_id)
+        if original.kind != JobKind.MUSIC:
+            raise InvalidRequest("job", f"#{original.id} is a stems job; re-roll the track itself")
         params = replace(original.params, seed=secrets.randbelow(2**31), seed_given=False)
         return await self._enqueue(actor, params, destination, idempotency_key)
 
@@ -152,7 +155,7 @@ class MusicService:
         """Queue a continuation of a finished job's track by ``seconds`` (priced as new audio)."""
         original = await self._visible_job(actor, job_id)
         made = original.state in (JobState.RENDERED, JobState.DONE)
-        if not made or not original.track_path:
+        if not made or not original.track_path or original.kind != JobKind.MUSIC:
             raise InvalidRequest("job", f"#{original.id} has no finished track to extend")
         added = validate_duration(self.config, seconds, original.params.model)
         params = replace(original.params, duration=added, continue_from=original.id,

@@ -183,6 +183,12 @@ async def _track(host: DiscordHost, interaction: Interaction, values: dict[str, 
     await host.send_stored_track(interaction, values["job"])
 
 
+async def _stems(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    service, job_id = host.service, values["job"]
+    await host.start_job(interaction, lambda actor, dest, key: service.stems(
+        actor, job_id, dest, key))
+
+
 async def _price(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
     model = values.get("model") or host.config.models.default
     tokens = host.service.price(values["duration"], model, values.get("format"))
@@ -215,7 +221,7 @@ async def _ledger(host: DiscordHost, interaction: Interaction, values: dict[str,
 
 HANDLERS: dict[str, Handler] = {
     "music": _music, "balance": _balance, "history": _history, "queue": _queue,
-    "cancel": _cancel, "track": _track, "price": _price, "help": _help,
+    "cancel": _cancel, "track": _track, "price": _price, "help": _help, "stems": _stems,
     "tokens grant": _adjust("grant"), "tokens take": _adjust("take"),
     "tokens set": _adjust("set"), "tokens ledger": _ledger,
 }

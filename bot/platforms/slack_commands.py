@@ -115,6 +115,12 @@ class CommandRunner:
         job, track = await self.service.stored_track(actor, values["job"])
         await self.frontend.resend(client, body, job, track)
 
+    async def _stems(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        receipt = await self.service.stems(actor, values["job"],
+                                           self.frontend.destination(body), idempotency_key(body))
+        await self.frontend.announce(client, body, actor, receipt)
+
     async def _price(self, client: AsyncWebClient, body: Body, actor: Actor,
                      values: Values) -> None:
         model = values.get("model") or self.service.config.models.default

@@ -212,7 +212,7 @@ def slack_accepts(service: MusicService, entry: catalogue.Command, option: Optio
 
 def console_line(entry: catalogue.Command, option: Option, value: Any) -> str:
     base = {"music": {"prompt": '"drums"', "duration": "5"}, "price": {"duration": "5"},
-            "cancel": {}, "track": {}, "reroll": {}, "extend": {}}.get(
+            "cancel": {}, "track": {}, "reroll": {}, "extend": {}, "stems": {}}.get(
         entry.name, {"member": "bob", "amount": "5"})
     fields = {**base, option.name: f'"{value}"' if isinstance(value, str) else value}
     return f"/{entry.qualified_name} " + " ".join(f"{k}:{v}" for k, v in fields.items())
