@@ -114,3 +114,21 @@ async def test_discord_stems_of_an_unfinished_job_is_refused_privately(
     answer = await asked.wait_message(lambda m: "no finished track" in m.content)
     assert answer.ephemeral
     assert await world.service.balance(bob(world)) == before
+
+
+def test_a_zip_over_the_limit_sends_the_stems_that_fit(tmp_path) -> None:
+    from bot.core.models import Track
+    from bot.platforms.discord_send import stems_left_out, stems_that_fit
+
+    paths = {}
+    for stem, size in zip(STEMS, (300, 300, 300, 300), strict=True):
+        paths[stem] = str(tmp_path / f"7.{stem}.mp3")
+        (tmp_path / f"7.{stem}.mp3").write_bytes(b"x" * size)
+    zipped = tmp_path / "7.stems.zip"
+    zipped.write_bytes(b"z" * 1300)
+    track = Track(str(zipped), "zip", 2.0, 1300, 32_000, stems=paths)
+
+    assert stems_that_fit(track, 2000) == [str(zipped)]  # the zip fits: one file
+    assert stems_left_out(track, 2000) == ()
+    assert stems_that_fit(track, 700) == [paths["drums"], paths["bass"]]
+    assert stems_left_out(track, 700) == ("other", "vocals")  # named in the message
