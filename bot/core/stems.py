@@ -102,12 +102,15 @@ async def request_stems(
     now = service._clock()
     async with service.db.write() as conn:
         existing = await jobs.by_key(conn, idempotency_key)
-        if existing is None:
-            existing = await _live_stems_of(conn, source.id)
-        elif existing.account != account_key:
+        if existing is not None and existing.account != account_key:
             raise InvalidRequest("request id", "was already used by someone else")
         if existing is not None:
             return await service._duplicate_receipt(conn, existing)
+        live = await _live_stems_of(conn, source.id)
+        if live is not None:  # maybe another member's: the receipt carries the actor's balance
+            mine = await ledger.find_account(conn, account_key)
+            return Receipt(live, live.price, mine.balance if mine else 0,
+                           await jobs.position(conn, live.id), None, duplicate=True)
         account = await ledger.ensure_account(conn, account_key, service.config.economy, now)
         await service._check_limits(conn, account.id, now)
         new_id = await jobs.insert(
