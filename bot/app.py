@@ -28,6 +28,7 @@ from bot.ops_http import Health, OpsServer, database_reachable, frontend_up
 
 if TYPE_CHECKING:  # torch loads with generation: only the commands that render import it
     from generation.engine import Engine
+    from generation.stems import StemsLane
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,11 @@ class App:
             self._spawn(self._sweep_tracks_periodically(), "retention")
             self.engines = await asyncio.to_thread(load_engines, self.config)
             self.service.available_models = frozenset(self.engines)
+            stems = stems_lane(self.config)
+            if stems is not None:
+                self.service.stems_unavailable = lambda: stems.unavailable
             self.worker = Worker(self.service.settlement, self.engines, self.config,
-                                 platforms=render_for)
+                                 platforms=render_for, stems=stems)
             self.metrics.worker = self.worker
             self._renders = worker
             if worker:
@@ -205,6 +209,17 @@ def load_engine(config: Config, key: str) -> Engine:
 
     return Engine.load(config.model_source(key), config.generation.device,
                        extend_stride_s=config.generation.extend_stride_s)
+
+
+def stems_lane(config: Config) -> StemsLane | None:
+    """The worker's stems lane for ``models.stems`` (its model loads at the first job), or
+    None when stems are turned off."""
+    if not config.models.stems:
+        return None
+    from generation.engine import resolve_device
+    from generation.stems import StemsLane
+
+    return StemsLane(config, device=resolve_device(config.generation.device))
 
 
 def load_engines(config: Config) -> dict[str, Engine]:

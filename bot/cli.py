@@ -125,6 +125,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                             help=what)
     parser.add_argument("-o", "--output", default=None,
                         help="output file (default: track.FORMAT)")
+    parser.add_argument("--stems", action="store_true",
+                        help="also write drums, bass, other and vocals beside the output "
+                             "(OUT.drums.FORMAT…), split with Demucs")
+    parser.add_argument("--stems-model", default=None,
+                        help="Demucs model for --stems (default: models.stems; debug = "
+                             "random weights, noise)")
 
 
 def generate_request(args: argparse.Namespace, fmt: str | None) -> MusicRequest:
@@ -296,7 +302,34 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> int:
     if track.waveform_path:
         os.remove(track.waveform_path)
     print(f"{output} ({track.duration_s:.1f} s, seed {params.seed})")
+    if getattr(args, "stems", False):
+        _write_stems(output, params.format, args.stems_model or config.models.stems, config)
     return 0
+
+
+def _write_stems(output: Path, fmt: str, name: str, config: Config) -> None:
+    """Split the written track as the worker splits a stored one; the stems go beside it."""
+    from generation.audio import encode, load_track
+    from generation.engine import resolve_device
+    from generation.errors import GenerationError
+    from generation.stems import Separator
+
+    if not name:
+        raise UsageError("--stems needs a Demucs model: set models.stems or pass --stems-model")
+    try:
+        separator = Separator.load(name, resolve_device(config.generation.device))
+    except GenerationError as exc:
+        raise UsageError(exc.user_message) from None
+    print(f"stems model {name}" + (" — random weights: the stems are NOISE"
+                                   if separator.noise else ""), file=sys.stderr)
+    bar = _ProgressBar()
+    stems = separator.separate(load_track(output), on_progress=bar.update)
+    bar.close()
+    for stem, audio in stems.items():
+        data, _ = encode(audio, fmt, 2**40, config.audio.bitrate_kbps)
+        path = output.with_name(f"{output.stem}.{stem}{output.suffix or '.' + fmt}")
+        path.write_bytes(data)
+        print(path)
 
 
 def _output_format(args: argparse.Namespace, config: Config) -> str | None:

@@ -92,6 +92,8 @@ class PricingConfig:
     """Per-model overrides, keyed by catalogue key (``medium``) or full name."""
     lossless_multiplier: Annotated[Number, at_least(1, "must be 1 or more")] = 1.0
     """Multiplier for wav/flac output (bigger files, same GPU time): 1.0 means no surcharge."""
+    stems: ModelPrice = field(default_factory=lambda: ModelPrice(per_second=1.0, minimum=5))
+    """Splitting a finished track into stems: per second of the source track, with a minimum."""
 
 
 @with_config(_SECTION)
@@ -175,6 +177,9 @@ class ModelsConfig:
     """Names members may pick -> what the engine loads (hub id, local folder, or ``debug``)."""
     preload: list[Text] = field(default_factory=list)
     """Extra catalogue keys loaded at start-up besides ``default`` (each costs GPU memory)."""
+    stems: Text = "htdemucs"
+    """Demucs model that splits tracks into stems (a ``demucs.pretrained`` name), ``debug``
+    (random-initialised HTDemucs built in-process: output is noise), or ``""`` (no stems)."""
 
     @model_validator(mode="after")
     def _keys_are_in_the_catalogue(self) -> ModelsConfig:

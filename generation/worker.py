@@ -29,7 +29,7 @@ import torch
 
 from bot.config import Config
 from bot.core.errors import MusicBotError
-from bot.core.models import GenerationParams, Job
+from bot.core.models import GenerationParams, Job, JobKind
 from bot.core.ports import WorkerPort
 from generation.audio import Audio, load_track, store_track
 from generation.batcher import ContinuousBatcher
@@ -40,6 +40,7 @@ from generation.errors import (
     GenerationStopped,
     TrackTooLarge,
 )
+from generation.stems import StemsLane
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,12 @@ class Worker:
 
     def __init__(
         self, service: WorkerPort, engines: Mapping[str, Engine], config: Config, *,
-        platforms: frozenset[str] | None = None,
+        platforms: frozenset[str] | None = None, stems: StemsLane | None = None,
     ) -> None:
         self.service = service
         self.engines = engines
+        self.stems = stems
+        """The stems lane (Demucs on its own thread), or None: this worker makes no stems."""
         self.config = config
         self.platforms = platforms
         self._batchers: dict[str, ContinuousBatcher | OneAtATime] = {}
@@ -126,6 +129,8 @@ class Worker:
         for batcher in self._batchers.values():
             await asyncio.to_thread(batcher.close)
         self._batchers.clear()
+        if self.stems is not None:
+            await asyncio.to_thread(self.stems.close)
 
     @property
     def running(self) -> bool:
@@ -204,15 +209,22 @@ class Worker:
                                                 alone=not self._running_of(key))
                 self._launch(jobs, key)
                 claimed += len(jobs)
+        claimed += await self._fill_stems()
         return claimed + await self._refuse_unloaded()
 
     async def _refuse_unloaded(self) -> int:
         """A queued job for a model this bot has not loaded (the config changed since it was
         queued) would wait forever: claim it and let it fail with a refund."""
-        if not await self.service.has_queued(exclude=tuple(self.engines)):
+        served = (*self.engines, *((self.stems.batch_key,) if self.stems else ()))
+        if not await self.service.has_queued(exclude=served):
             return 0  # the usual case: a read, not a claim transaction on every poll
-        jobs = await self.service.claim(1, self.platforms, exclude=tuple(self.engines))
+        jobs = await self.service.claim(1, self.platforms, exclude=served)
         for job in jobs:
+            if job.kind != JobKind.MUSIC:  # never hand a stems job to a music model
+                self._running[job.id] = asyncio.create_task(
+                    self._refuse(job, "Stems are not available on this bot right now."),
+                    name=job.batch_key)
+                continue
             self._running[job.id] = asyncio.create_task(
                 self._run_job(job, job.params.model), name=job.params.model)
         return len(jobs)
@@ -244,6 +256,61 @@ class Worker:
                 batcher = OneAtATime(engine)
             self._batchers[key] = batcher
         return batcher
+
+    # ------------------------------------------------------------------ stems lane
+
+    async def _fill_stems(self) -> int:
+        """Claim one stems job when the stems lane is idle (one separation at a time)."""
+        if self.stems is None or self._running_of(self.stems.batch_key):
+            return 0
+        key = self.stems.batch_key
+        jobs = await self.service.claim(1, self.platforms, batch_key=key, alone=True)
+        for job in jobs:
+            self._running[job.id] = asyncio.create_task(self._run_stems(job), name=key)
+        return len(jobs)
+
+    async def _run_stems(self, job: Job) -> None:
+        try:
+            await self._settle(self._split_and_store(job))
+        finally:
+            self._running.pop(job.id, None)
+            self._changed.set()
+
+    async def _split_and_store(self, job: Job) -> None:
+        """Separate the source track and commit the stems; every way out settles the job."""
+        assert self.stems is not None
+        stop = _Stop(job.id, self.service, time.monotonic() + self.config.generation.job_timeout_s,
+                     self._shutdown)
+        try:
+            if job.source_job_id is None:
+                raise GenerationError("This stems job names no track to split.")
+            source = await self.service.source_track(job.source_job_id) or ""
+            track = await self.stems.render(
+                job.id, source, job.params.format, job.destination.upload_limit,
+                should_stop=stop,
+                on_progress=self._progress_forwarder(asyncio.get_running_loop(), job))
+        except GenerationStopped:
+            await self._after_stop(job, stop)
+            return
+        except GenerationOutOfMemory:
+            await self._count(self.service.fail(job.id, "the stems model ran out of memory"))
+            return
+        except MusicBotError as exc:  # a gone source, a stem too large to upload
+            await self._count(self.service.fail(job.id, exc.user_message, retryable=False))
+            return
+        except Exception:
+            log.exception("stems of job %d crashed", job.id)
+            await self._count(self.service.fail(job.id, "the stems model hit an internal error"))
+            return
+        await self._flush_progress()
+        await self._count(self.service.rendered(job, track))
+
+    async def _refuse(self, job: Job, message: str) -> None:
+        try:
+            await self._settle(self._count(self.service.fail(job.id, message)))
+        finally:
+            self._running.pop(job.id, None)
+            self._changed.set()
 
     # ------------------------------------------------------------------ one job
 

@@ -234,6 +234,8 @@ COMMANDS: tuple[Command, ...] = (
         replace(JOB, others=True),)),
     Command("unshare", "Make a track private again (its page link stops working)", (
         replace(JOB, others=True),)),
+    Command("stems", "Split a finished track into drums, bass, other, vocals (charged)",
+            (JOB,)),
     Command("price", "What a track would cost", (
         replace(DURATION, positional=True), MODEL, FORMAT)),
     Command("help", "How to use the music bot"),

@@ -171,6 +171,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE UNIQUE INDEX jobs_by_share_id ON jobs (share_id);
         """,
     ),
+    (
+        6,
+        "job kinds: stems jobs (Demucs) separate the track of a source job",
+        """
+        ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'music';
+        ALTER TABLE jobs ADD COLUMN source_job_id INTEGER REFERENCES jobs(id);
+        CREATE INDEX jobs_by_source ON jobs (source_job_id, kind)
+            WHERE source_job_id IS NOT NULL;
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

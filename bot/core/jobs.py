@@ -17,7 +17,15 @@ from collections.abc import Collection, Sequence
 import aiosqlite
 
 from bot.core.db import fetch_one as one
-from bot.core.models import AccountKey, Destination, GenerationParams, Job, JobState, Track
+from bot.core.models import (
+    AccountKey,
+    Destination,
+    GenerationParams,
+    Job,
+    JobKind,
+    JobState,
+    Track,
+)
 
 _SELECT = (
     "SELECT j.*, a.platform, a.community, a.user FROM jobs j "
@@ -95,20 +103,27 @@ def job_from_row(row: aiosqlite.Row) -> Job:
         delivered_at=row["delivered_at"],
         delivery_error=row["delivery_error"],
         share_id=row["share_id"],
+        kind=row["kind"],
+        source_job_id=row["source_job_id"],
+        # Only jobs of other kinds keep their lane in the row; music's is its model.
+        lane_key=None if row["kind"] == JobKind.MUSIC else row["batch_key"],
     )
 
 
 async def insert(
     conn: aiosqlite.Connection, *, account_id: int, params: GenerationParams, price: int,
     idempotency_key: str, destination: Destination, max_attempts: int, now: float,
+    kind: str = JobKind.MUSIC.value, source_job_id: int | None = None,
+    batch_key: str | None = None,
 ) -> int:
+    """Insert a queued job; a job of another ``kind`` names its lane's ``batch_key``."""
     row = await one(
         conn,
         "INSERT INTO jobs (account_id, params, batch_key, duration, state, price, "
-        "idempotency_key, destination, max_attempts, created_at) "
-        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
-        (account_id, params.to_json(), params.batch_key, params.duration, price,
-         idempotency_key, destination.to_json(), max_attempts, now),
+        "idempotency_key, destination, max_attempts, created_at, kind, source_job_id) "
+        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (account_id, params.to_json(), batch_key or params.batch_key, params.duration, price,
+         idempotency_key, destination.to_json(), max_attempts, now, str(kind), source_job_id),
     )
     assert row is not None
     return int(row[0])

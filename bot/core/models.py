@@ -107,6 +107,17 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 names the source state, so two processes racing on a job cannot both move it."""
 
 
+class JobKind(enum.StrEnum):
+    """The kinds of work a job can be; each kind has its own lane on the worker."""
+
+    MUSIC = "music"
+    STEMS = "stems"
+
+
+STEMS_BATCH_PREFIX = "stems:"
+"""Batch keys of stems jobs are this plus the separation model (``stems:htdemucs``)."""
+
+
 class LedgerKind(enum.StrEnum):
     """Why a balance changed."""
 
@@ -200,6 +211,9 @@ class Track(_JsonColumn):
     waveform_data_path: str | None = None
     """JSON envelope for players (:func:`generation.audio.waveform_peaks`): ``{"version": 1,
     "sample_rate", "duration_s", "points", "peaks": [[min, max], ...]}``."""
+    stems: dict[str, str] | None = None
+    """Stems jobs only: stem name (drums, bass, other, vocals) → its encoded file; ``path``
+    is then the zip holding all of them (see :mod:`generation.stems`)."""
 
 
 @dataclass(frozen=True)
@@ -236,9 +250,17 @@ class Job:
     delivery_error: str | None = None
     share_id: str | None = None
     """Unguessable id of the track's public page ``/t/<share_id>``; None while private."""
+    kind: str = "music"
+    """What the worker makes: ``music`` (a track from ``params``) or ``stems`` (the four
+    Demucs stems of ``source_job_id``'s track; ``params`` is a copy of the source's)."""
+    source_job_id: int | None = None
+    lane_key: str | None = None
+    """The stored batch key of a job that is not music (``stems:htdemucs``)."""
 
     @property
     def batch_key(self) -> str:
+        if self.kind != JobKind.MUSIC and self.lane_key:
+            return self.lane_key
         return self.params.batch_key
 
 

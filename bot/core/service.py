@@ -48,6 +48,7 @@ from bot.core.models import (
     GenerationParams,
     Job,
     JobEvent,
+    JobKind,
     JobState,
     LedgerEntry,
     LedgerKind,
@@ -68,6 +69,7 @@ from bot.core.requests import (
 )
 from bot.core.settlement import Settlement
 from bot.core.sharing import Sharing
+from bot.core.stems import quote, request_stems
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,8 @@ class MusicService:
         """Track pages: share / unshare and the page's lookup (``bot.core.sharing``)."""
         self.available_models: frozenset[str] | None = None
         """Catalogue keys with a loaded engine (set by the app); None accepts the catalogue."""
+        self.stems_unavailable: Callable[[], str | None] = lambda: None
+        """Why this bot's stems lane cannot split tracks now (set by the app), else None."""
 
     # ----------------------------------------------------------------- wiring
 
@@ -145,6 +149,8 @@ class MusicService:
     ) -> Receipt:
         """Queue the same request as ``job_id`` with a new random seed (charged again)."""
         original = await self._visible_job(actor, job_id)
+        if original.kind != JobKind.MUSIC:
+            raise InvalidRequest("job", f"#{original.id} is a stems job; re-roll the track itself")
         params = replace(original.params, seed=secrets.randbelow(2**31), seed_given=False)
         return await self._enqueue(actor, params, destination, idempotency_key)
 
@@ -155,12 +161,27 @@ class MusicService:
         """Queue a continuation of a finished job's track by ``seconds`` (priced as new audio)."""
         original = await self._visible_job(actor, job_id)
         made = original.state in (JobState.RENDERED, JobState.DONE)
-        if not made or not original.track_path:
+        if not made or not original.track_path or original.kind != JobKind.MUSIC:
             raise InvalidRequest("job", f"#{original.id} has no finished track to extend")
         added = validate_duration(self.config, seconds, original.params.model)
         params = replace(original.params, duration=added, continue_from=original.id,
                          seed=secrets.randbelow(2**31), seed_given=False)
         return await self._enqueue(actor, params, destination, idempotency_key)
+
+    async def stems(
+        self, actor: Actor, job_id: object, destination: Destination, idempotency_key: str
+    ) -> Receipt:
+        """Charge and queue the four stems of a finished track (see :mod:`bot.core.stems`).
+
+        A second request for the same track while its stems are queued or made returns that
+        job (``duplicate=True``) and charges nothing. Raises InvalidRequest, JobNotFound,
+        InsufficientTokens or LimitReached, with nothing charged.
+        """
+        return await request_stems(self, actor, job_id, destination, idempotency_key)
+
+    async def stems_price(self, actor: Actor, job_id: object) -> int:
+        """What the stems of ``job_id`` would cost (the Stems button and /stems show it)."""
+        return await quote(self, actor, job_id)
 
     async def cancel(self, actor: Actor, job_id: object = None) -> Job:
         """Cancel a queued job (refunded now) or ask the worker to stop a running one.

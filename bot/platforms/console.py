@@ -102,6 +102,8 @@ class ConsoleFrontend:
         self._print(render.result_text(job, track, link=link).replace("**", "")
                     .replace(f"<@{job.destination.user}>", job.destination.user))
         self._print(f"{track.format.upper()} written: {Path(track.path).resolve()}")
+        for name, path in (track.stems or {}).items():
+            self._print(f"  {name}: {Path(path).resolve()}")
         watch = self._watches.setdefault(job.id, _JobWatch())
         watch.ok = True
         watch.done.set()
@@ -181,6 +183,11 @@ class ConsoleFrontend:
         seconds = values.get("seconds") or self.service.config.limits.extend_seconds
         receipt = await self.service.extend(self.actor, values["job"], seconds,
                                             self._destination(), self._request_id())
+        return self._queued(receipt)
+
+    async def _cmd_stems(self, values: Values) -> CommandResult:
+        receipt = await self.service.stems(self.actor, values["job"], self._destination(),
+                                           self._request_id())
         return self._queued(receipt)
 
     def _queued(self, receipt: Receipt) -> CommandResult:

@@ -30,6 +30,7 @@ from bot.core.models import (
     EventKind,
     Job,
     JobEvent,
+    JobKind,
     Track,
 )
 from bot.core.service import MusicService
@@ -44,6 +45,7 @@ from bot.platforms.discord_send import (
     already_acknowledged,
     followup_track,
     http_reason,
+    stems_left_out,
 )
 
 log = logging.getLogger(__name__)
@@ -276,6 +278,10 @@ class DiscordFrontend:
         if not self.running:
             raise DeliveryError("the Discord connection is not running")
         limit = job.destination.upload_limit
+        if track.stems:  # the zip when it fits, else the stems that fit (discord_send)
+            await self._sender().deliver(job, track, render.stems_result_text(
+                job, track, DISCORD, stems_left_out(track, limit)), self._result_view(job))
+            return
         if track.size_bytes > limit:
             raise DeliveryError(f"the file ({_mib(track.size_bytes)}) is over this channel's "
                                 f"upload limit ({_mib(limit)})", retryable=False)
@@ -323,7 +329,10 @@ class DiscordFrontend:
         await interaction.followup.send(text, ephemeral=True)
 
     def _result_view(self, job: Job) -> discord.ui.View:
-        return result_view(job.id, render.extend_label(self.config, job))
+        if job.kind != JobKind.MUSIC:
+            return discord.ui.View(timeout=None)  # stems: nothing to re-roll or extend
+        stems = render.stems_label(self.config, job) if self.config.models.stems else None
+        return result_view(job.id, render.extend_label(self.config, job), stems)
 
     def _lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())

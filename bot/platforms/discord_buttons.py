@@ -117,7 +117,24 @@ class CancelButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
         await frontend.cancel_job(interaction, self.job_id)
 
 
-DYNAMIC_ITEMS = (RerollButton, ExtendButton, CancelButton)
+class StemsButton(_JobButton, discord.ui.DynamicItem[discord.ui.Button[Any]],
+                  template=rf"{PREFIX}:stems:(?P<job>[0-9]+)"):
+    """Split the finished track into drums, bass, other and vocals (charged; the label shows
+    the price before the click, rendered when the track is posted)."""
+
+    action, label = "stems", "🎚️ Stems"
+
+    def __init__(self, job_id: int, label: str | None = None) -> None:
+        super().__init__(self.button(job_id, label))
+        self.job_id = job_id
+
+    async def run(self, interaction: discord.Interaction[Any], frontend: DiscordHost) -> None:
+        service = frontend.service
+        await frontend.start_job(interaction, lambda actor, dest, key: service.stems(
+            actor, self.job_id, dest, key))
+
+
+DYNAMIC_ITEMS = (RerollButton, ExtendButton, CancelButton, StemsButton)
 
 
 def status_view(job_id: int) -> discord.ui.View:
@@ -127,12 +144,16 @@ def status_view(job_id: int) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: int, extend_label: str) -> discord.ui.View:
-    """Buttons on a delivered track; ``extend_label`` from :func:`render.extend_label`."""
+def result_view(job_id: int, extend_label: str, stems_label: str | None = None
+                ) -> discord.ui.View:
+    """Buttons on a delivered track; ``extend_label`` from :func:`render.extend_label`,
+    ``stems_label`` from :func:`render.stems_label` (no Stems button without it)."""
     view = discord.ui.View(timeout=None)
     for item in (RerollButton(job_id), ExtendButton(job_id, extend_label),
                  CancelButton(job_id)):
         view.add_item(item)
+    if stems_label is not None:
+        view.add_item(StemsButton(job_id, stems_label))
     return view
 
 

@@ -196,6 +196,12 @@ async def _unshare(host: DiscordHost, interaction: Interaction, values: dict[str
     await _reply(interaction, render.unshared_text(job))
 
 
+async def _stems(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    service, job_id = host.service, values["job"]
+    await host.start_job(interaction, lambda actor, dest, key: service.stems(
+        actor, job_id, dest, key))
+
+
 async def _price(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
     model = values.get("model") or host.config.models.default
     tokens = host.service.price(values["duration"], model, values.get("format"))
@@ -237,7 +243,7 @@ async def _apikey(host: DiscordHost, interaction: Interaction, values: dict[str,
 HANDLERS: dict[str, Handler] = {
     "apikey": _apikey,
     "music": _music, "balance": _balance, "history": _history, "queue": _queue,
-    "cancel": _cancel, "track": _track, "price": _price, "help": _help,
+    "cancel": _cancel, "track": _track, "price": _price, "help": _help, "stems": _stems,
     "tokens grant": _adjust("grant"), "tokens take": _adjust("take"),
     "tokens set": _adjust("set"), "tokens ledger": _ledger,
     "share": _share,

@@ -165,6 +165,14 @@ async def followup_track(interaction: discord.Interaction[Any], job: Job, track:
 def _files(job: Job, track: Track, limit: int) -> Iterator[list[discord.File]]:
     """Fresh attachments for one request (a File is consumed by sending it); ``limit`` is
     the upload limit where they go."""
+    if track.stems:
+        files = _stem_files(job, track, limit)
+        try:
+            yield files
+        finally:
+            for file in files:
+                file.close()
+        return
     files = [discord.File(track.path, filename=f"musicbot-{job.id}.{track.format}")]
     waveform = Path(track.waveform_path) if track.waveform_path else None
     # The waveform is a nicety: leave it out rather than risk the upload limit.
@@ -177,3 +185,36 @@ def _files(job: Job, track: Track, limit: int) -> Iterator[list[discord.File]]:
     finally:
         for file in files:
             file.close()
+
+
+def stems_that_fit(track: Track, limit: int) -> list[str]:
+    """What a stems job sends on Discord: its zip when that fits ``limit``, else as many
+    single stems as fit together (each stem was encoded to fit the limit alone)."""
+    if track.size_bytes <= limit or not track.stems:
+        return [track.path]
+    chosen: list[str] = []
+    used = 0
+    for path in track.stems.values():
+        size = Path(path).stat().st_size if Path(path).is_file() else limit + 1
+        if used + size <= limit:
+            chosen.append(path)
+            used += size
+    return chosen
+
+
+def stems_left_out(track: Track, limit: int) -> tuple[str, ...]:
+    """Names of the stems :func:`stems_that_fit` leaves out (shown in the message)."""
+    sent = set(stems_that_fit(track, limit))
+    if track.path in sent:
+        return ()
+    return tuple(name for name, path in (track.stems or {}).items() if path not in sent)
+
+
+def _stem_files(job: Job, track: Track, limit: int) -> list[discord.File]:
+    paths = stems_that_fit(track, limit)
+    if not paths:
+        raise DeliveryError("not even one stem fits this channel's upload limit",
+                            retryable=False)
+    return [discord.File(path, filename=f"musicbot-{job.id}-{Path(path).name.split('.', 1)[1]}"
+                         if path != track.path else f"musicbot-{job.id}-stems.zip")
+            for path in paths]

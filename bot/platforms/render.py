@@ -21,6 +21,7 @@ from bot.core.errors import format_wait
 from bot.core.models import Job, JobEvent, JobState, LedgerEntry, QueueInfo, Receipt, Track
 from bot.core.requests import price as price_of
 from bot.core.sharing import page_url
+from bot.core.stems import stems_price
 
 NOISE_NOTE = "⚠️ Made with a random-initialised test model (`debug`): the audio is noise."
 
@@ -77,6 +78,8 @@ def receipt_text(receipt: Receipt, dialect: Dialect = PLAIN) -> str:
     member (:func:`charged_text`).
     """
     job = receipt.job
+    if receipt.duplicate and job.kind == "stems":
+        return stems_receipt_text(receipt)
     if receipt.duplicate:
         return f"Job #{job.id} was already requested ({job.state.value}); nothing charged again."
     place = "next in line" if receipt.position <= 1 else f"#{receipt.position} in the queue"
@@ -196,6 +199,38 @@ def extend_label(config: Config, job: Job) -> str:
     return f"⏩ Extend +{seconds:g} s · {tokens} tokens"
 
 
+def stems_label(config: Config, job: Job) -> str:
+    """The Stems button's label on every platform: what splitting this track costs."""
+    seconds = job.track.duration_s if job.track is not None else job.params.duration
+    return f"🎚️ Stems · {stems_price(config, seconds)} tokens"
+
+
+def stems_result_text(job: Job, track: Track, dialect: Dialect = PLAIN,
+                      left_out: tuple[str, ...] = ()) -> str:
+    """Message sent with a stems job's files (the zip, or the stems one by one)."""
+    lines = [
+        f"🎚️ Job #{job.id}: stems of #{job.source_job_id} for "
+        f"{dialect.mention(job.destination.user)}",
+        f"{', '.join(track.stems or {})} · {track.duration_s:.1f} s · cost {job.price} tokens",
+    ]
+    if left_out:
+        lines.append(f"{', '.join(left_out)} did not fit this channel's upload limit (the "
+                     "files stay stored on the bot).")
+    if track.noise:
+        lines.append(NOISE_NOTE)
+    return "\n".join(lines)
+
+
+def stems_receipt_text(receipt: Receipt) -> str:
+    """Reply to a stems request that found the stems already queued or made."""
+    job = receipt.job
+    if job.state in (JobState.RENDERED, JobState.DONE):
+        return (f"Stems of #{job.source_job_id} were already made as job #{job.id}: get them "
+                f"with `/track {job.id}`. Nothing charged.")
+    return (f"Stems of #{job.source_job_id} are already on the way as job #{job.id} "
+            f"({job.state.value}). Nothing charged.")
+
+
 def balance_text(balance: int, whose: str = "Your") -> str:
     return f"{whose} balance: **{balance}** tokens."
 
@@ -239,7 +274,8 @@ def price_text(price: int, duration: float, model: str) -> str:
 
 
 HELP_FOOTER = """\
-Buttons on a track: **Re-roll** (same request, new seed), **Extend** (continue it), **Cancel**.
+Buttons on a track: **Re-roll** (same request, new seed), **Extend** (continue it), **Stems** \
+(drums, bass, other, vocals as a zip), **Cancel**.
 Failed renders are refunded automatically. Same seed gives a similar track, not an identical one \
 on other hardware."""
 

@@ -14,7 +14,7 @@ from bot.core.models import Job, QueueInfo, Track
 from bot.platforms import render
 
 ACTION_PREFIX = "musicbot_"
-ACTION_PATTERN = re.compile(r"^musicbot_(reroll|extend|cancel):(\d+)$")
+ACTION_PATTERN = re.compile(r"^musicbot_(reroll|extend|cancel|stems):(\d+)$")
 """Matches the action ids of every button this frontend renders."""
 
 _SECTION_LIMIT = 3000  # Slack rejects section text longer than this
@@ -84,11 +84,14 @@ def status_blocks(text: str, job_id: int, active: bool) -> list[dict[str, Any]]:
 
 
 def result_blocks(job: Job, track: Track, extend_label: str,
-                  link: str = "") -> list[dict[str, Any]]:
+                  link: str = "", stems_label: str | None = None) -> list[dict[str, Any]]:
     """The message shared with a finished track: what it is, plus Re-roll and Extend
-    (``extend_label`` from :func:`render.extend_label`, the same as on Discord); ``link`` is
-    its :func:`render.page_line`."""
-    return [
+    (``extend_label`` from :func:`render.extend_label`, the same as on Discord) and Stems
+    when ``stems_label`` (:func:`render.stems_label`) is given; ``link`` is its
+    :func:`render.page_line`."""
+    if track.stems:
+        return stems_blocks(job, track)
+    blocks = [
         section(mrkdwn(render.result_text(job, track, SLACK, link))),
         {
             "type": "actions",
@@ -99,6 +102,15 @@ def result_blocks(job: Job, track: Track, extend_label: str,
             ],
         },
     ]
+    if stems_label is not None:
+        blocks[-1]["elements"].append(button(stems_label, "stems", job.id))
+    return blocks
+
+
+def stems_blocks(job: Job, track: Track) -> list[dict[str, Any]]:
+    """The message shared with a stems job's zip: which stems, no buttons (a stems job has
+    nothing to re-roll or extend)."""
+    return [section(mrkdwn(render.stems_result_text(job, track, SLACK)))]
 
 
 def home_view(balance: int, queue: QueueInfo, jobs: list[Job]) -> dict[str, Any]:

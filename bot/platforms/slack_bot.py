@@ -206,6 +206,8 @@ class SlackFrontend:
         key = idempotency_key(body)
         if verb == "reroll":
             receipt = await self.service.reroll(actor, job_id, destination, key)
+        elif verb == "stems":
+            receipt = await self.service.stems(actor, job_id, destination, key)
         else:
             receipt = await self.service.extend(
                 actor, job_id, self.config.limits.extend_seconds, destination, key
@@ -365,8 +367,9 @@ class SlackFrontend:
         await upload_track(self.app.client, job, track, self._result_blocks(job, track))
 
     def _result_blocks(self, job: Job, track: Track) -> list[dict[str, Any]]:
+        stems = render.stems_label(self.config, job) if self.config.models.stems else None
         return result_blocks(job, track, render.extend_label(self.config, job),
-                             render.page_line(self.config, job, "slack"))
+                             render.page_line(self.config, job, "slack"), stems)
 
     def _edit_due(self, job_id: int) -> bool:
         now = self._clock()

@@ -125,6 +125,11 @@ class CommandRunner:
                        values: Values) -> None:
         job = await self.service.sharing.unshare(actor, values["job"])
         await self._answer(client, body, render.unshared_text(job))
+    async def _stems(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        receipt = await self.service.stems(actor, values["job"],
+                                           self.frontend.destination(body), idempotency_key(body))
+        await self.frontend.announce(client, body, actor, receipt)
 
     async def _price(self, client: AsyncWebClient, body: Body, actor: Actor,
                      values: Values) -> None:

@@ -217,7 +217,7 @@ def slack_accepts(service: MusicService, entry: catalogue.Command, option: Optio
 def console_line(entry: catalogue.Command, option: Option, value: Any) -> str:
     base = {"music": {"prompt": '"drums"', "duration": "5"}, "price": {"duration": "5"},
             "cancel": {}, "track": {}, "reroll": {}, "extend": {}, "share": {},
-            "unshare": {},
+            "unshare": {}, "stems": {},
             "apikey": {"action": "revoke" if option.name == "key" else "create"}}.get(
         entry.name, {"member": "bob", "amount": "5"})
     fields = {**base, option.name: f'"{value}"' if isinstance(value, str) else value}

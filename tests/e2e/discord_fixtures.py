@@ -102,6 +102,8 @@ def make_config(tmp_path: Path, fake: FakeDiscord) -> Config:
         config,
         database=str(tmp_path / "musicbot.sqlite3"),
         data_dir=str(tmp_path / "data"),
+        # random-initialised Demucs: stems are noise, but no download is attempted
+        models=dataclasses.replace(config.models, stems="debug"),
         generation=dataclasses.replace(config.generation, device="cpu", max_attempts=1,
                                        progress_interval_s=0.05),
         economy=dataclasses.replace(config.economy, starting_balance=STARTING_BALANCE),

@@ -26,6 +26,7 @@ from tests.e2e.discord_fixtures import STARTING_BALANCE, DiscordWorld, open_worl
 from tests.fakes.discord_fake import FakeMessage
 
 PRICE_2S = 10  # 2 s at 2 tokens/s, raised to the 10-token minimum
+RESULT_BUTTONS = ("reroll", "extend", "cancel", "stems")
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ async def test_music_queues_shows_progress_and_delivers_a_playable_mp3(world: Di
     assert f"<@{world.bob.id}>" in result.content and "noise" in result.content
     assert mp3_seconds(result.upload(".mp3").data) == pytest.approx(2.0, abs=0.3)
     assert result.upload(".png").data.startswith(b"\x89PNG")
-    assert result.custom_ids == [f"musicbot:{a}:{job}" for a in ("reroll", "extend", "cancel")]
+    assert result.custom_ids == [f"musicbot:{a}:{job}" for a in RESULT_BUTTONS]
 
     await world.fake.wait_for(lambda: "Done." in status.content)
     assert status.components == []  # no Cancel button on a finished job
@@ -144,7 +145,7 @@ async def test_buttons_keep_working_after_a_restart(world: DiscordWorld):
     assert world.fake.identify_count == 2
     synced = {c["name"] for c in world.fake.commands[world.studio.id]}
     assert synced == {"music", "balance", "history", "queue", "cancel", "track", "price",
-                      "help", "tokens"}
+                      "help", "tokens", "stems"}
 
     reroll = await world.fake.click(track, f"musicbot:reroll:{job}", user=world.bob,
                                     guild=world.studio)
@@ -349,7 +350,7 @@ async def test_track_sends_a_stored_track_again_to_any_member_of_the_server(worl
     assert mp3 == Path(stored.track_path).read_bytes()
     assert mp3_seconds(mp3) == pytest.approx(2.0, abs=0.3)
     assert sent.upload(".png").data.startswith(b"\x89PNG")
-    assert sent.custom_ids == [f"musicbot:{a}:{job}" for a in ("reroll", "extend", "cancel")]
+    assert sent.custom_ids == [f"musicbot:{a}:{job}" for a in RESULT_BUTTONS]
 
     too_small = await world.fake.slash("track", {"job": job}, user=world.eve,
                                        guild=world.studio, upload_limit=len(mp3) - 1)

@@ -130,7 +130,8 @@ async def test_music_is_charged_generated_and_uploaded_as_mp3(
     assert 0.5 < float(probe["duration"]) < 2.0
     text = shared.blocks[0]["text"]["text"]
     assert f"<@{MEMBER}>" in text and "*calm piano with rain*" in text and "seed 7" in text
-    assert button_ids(shared.blocks) == [f"musicbot_reroll:{job_id}", f"musicbot_extend:{job_id}"]
+    assert button_ids(shared.blocks) == [f"musicbot_reroll:{job_id}", f"musicbot_extend:{job_id}",
+                                         f"musicbot_stems:{job_id}"]
 
     await world.fake.wait_for(lambda: "Done." in status.text)
     assert button_ids(status.blocks) == []  # no Cancel on a finished job
