@@ -200,6 +200,13 @@ class Track(_JsonColumn):
     waveform_data_path: str | None = None
     """JSON envelope for players (:func:`generation.audio.waveform_peaks`): ``{"version": 1,
     "sample_rate", "duration_s", "points", "peaks": [[min, max], ...]}``."""
+    tempo_bpm: float | None = None
+    """Estimated tempo (librosa's beat tracker, :mod:`generation.analysis`); None if unknown."""
+    key: str | None = None
+    """Estimated key (``A minor``: chroma against Krumhansl profiles); None if unknown."""
+    loudness_lufs: float | None = None
+    """BS.1770 integrated loudness of the delivered audio (pyloudnorm); None when the track
+    is too short (< 0.4 s) or silent to measure."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +241,9 @@ class Job:
     """When the platform accepted the track; None on a ``done`` job means delivery gave up
     (the member can still fetch it with /track)."""
     delivery_error: str | None = None
+    group_id: int | None = None
+    """Jobs asked for together (takes of one prompt, a batch of prompts) share the id of the
+    group's first job; they are charged in one transaction and delivered in one message."""
 
     @property
     def batch_key(self) -> str:
@@ -266,6 +276,9 @@ class Receipt:
     eta_s: float | None
     duplicate: bool = False
     """True when the idempotency key was seen before: nothing new was charged."""
+    group: tuple[Job, ...] = ()
+    """Every job of a group request (takes, batch) in order, ``job`` first; ``price`` is
+    then the group's total. Empty for a single job."""
 
 
 @dataclass(frozen=True)
@@ -330,3 +343,5 @@ class MusicRequest:
     genre: Any = None
     tempo: Any = None
     format: Any = None
+    takes: Any = None
+    """How many takes (variations, consecutive seeds) to render; default from the config."""
