@@ -79,7 +79,8 @@ def estimate_key(samples: np.ndarray, sample_rate: int) -> str | None:
     signal = _resampled(samples, sample_rate)
     if signal.size < ANALYSIS_RATE // 2 or not np.any(signal):
         return None
-    chroma = librosa.feature.chroma_stft(y=signal, sr=ANALYSIS_RATE).mean(axis=1)
+    # tuning=0: no pitch-tuning estimate (slow, and it warns on noise); A440 is assumed
+    chroma = librosa.feature.chroma_stft(y=signal, sr=ANALYSIS_RATE, tuning=0.0).mean(axis=1)
     if not np.all(np.isfinite(chroma)) or float(np.std(chroma)) == 0.0:
         return None
     best, name = -math.inf, None
