@@ -493,8 +493,8 @@ class MusicService:
         job = await self._visible_job(actor, job_id)
         if job.account.user != actor.user and not actor.is_admin:
             raise NotAuthorized("cancel someone else's job")
-        if not job.state.refundable:
-            raise JobNotCancellable(job.id, _state_words(job.state))
+        if not job.state.refundable and job.group_id is None:  # a group: its other jobs may
+            raise JobNotCancellable(job.id, _state_words(job.state))  # still be cancellable
         return job
 
     async def _read_jobs(self, where: str, params: Iterable[object]) -> list[Job]:

@@ -13,7 +13,7 @@ from bot.core.errors import InsufficientTokens, LimitReached
 from bot.core.models import JobState
 from bot.core.service import MusicService
 
-from .conftest import assert_books_balance, make_config, member, music, order
+from .conftest import assert_books_balance, make_config, member, music, order, track
 
 
 async def test_takes_get_consecutive_seeds_and_one_charge_each(service: MusicService) -> None:
@@ -90,3 +90,17 @@ async def test_cancel_ends_every_unfinished_take_with_one_refund_each(
     assert states == [JobState.CANCELLED] * 3
     assert await service.balance(alice) == 100
     assert_books_balance(service.config.database_path)
+
+
+async def test_the_group_cancel_button_works_after_its_first_take_is_made(
+    service: MusicService, tmp_path: Path,
+) -> None:
+    alice = member("alice")
+    receipt = await order(service, alice, music(takes=3))
+    [first] = await service.settlement.claim(1)
+    await service.settlement.rendered(first, track(tmp_path, first))
+
+    head = await service.cancel(alice, receipt.job.id)  # the status message's button
+    assert head.refunded == 20
+    assert (await service.get_job(first.id)).state is JobState.RENDERED  # made: kept
+    assert await service.balance(alice) == 90
