@@ -69,6 +69,7 @@ from bot.core.requests import (
 from bot.core.settlement import Settlement
 from bot.core.takes import (
     cancel_group,
+    insert_group,
     member_keys,
     siblings,
     split_prompts,
@@ -380,19 +381,10 @@ class MusicService:
             await self._check_limits(conn, account.id, now, adding=len(group))
             if account.balance < sum(costs):  # the whole group's price, before any write
                 raise InsufficientTokens(balance=account.balance, price=sum(costs))
-            ids: list[int] = []
-            for params, cost, job_key in zip(group, costs, member_keys(key, len(group)),
-                                             strict=True):
-                ids.append(await jobs.insert(
-                    conn, account_id=account.id, params=params, price=cost,
-                    idempotency_key=job_key, destination=destination, max_attempts=attempts,
-                    now=now, group_id=ids[0] if ids else None))
-            await conn.execute_fetchall("UPDATE jobs SET group_id = ? WHERE id = ?",
-                                        (ids[0], ids[0]))
-            for job_id, cost in zip(ids, costs, strict=True):
-                balance = await ledger.debit(conn, account, cost, LedgerKind.CHARGE,
-                                             job_id=job_id, actor=actor.user, reason="music",
-                                             now=now)
+            ids, balance = await insert_group(
+                conn, account, list(zip(group, costs, member_keys(key, len(group)),
+                                        strict=True)),
+                destination=destination, max_attempts=attempts, actor=actor.user, now=now)
         self.settlement.work_available.set()
         made = tuple(
             Job(id=job_id, account=account_key, params=params, state=JobState.QUEUED,

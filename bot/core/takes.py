@@ -26,11 +26,11 @@ from dataclasses import replace
 import aiosqlite
 
 from bot.config import Config
-from bot.core import jobs
+from bot.core import jobs, ledger
 from bot.core import limits as table
 from bot.core.bank import Bank
 from bot.core.errors import InvalidRequest
-from bot.core.models import GenerationParams, Job, JobState
+from bot.core.models import Destination, GenerationParams, Job, JobState, LedgerKind
 from bot.core.requests import number
 
 SEED_SPACE = 2**32
@@ -82,6 +82,32 @@ def split_prompts(config: Config, text: object) -> list[str]:
 def member_keys(key: str, count: int) -> list[str]:
     """Idempotency keys of a group's jobs: the request's own key, then ``key#2`` …"""
     return [key] + [f"{key}#{n}" for n in range(2, count + 1)]
+
+
+async def insert_group(
+    conn: aiosqlite.Connection, account: ledger.Account,
+    members: list[tuple[GenerationParams, int, str]], *, destination: Destination,
+    max_attempts: int, actor: str, now: float,
+) -> tuple[list[int], int]:
+    """Inside the caller's write transaction: insert and charge every (params, price,
+    idempotency key) of a group, linked by the first job's id. Returns (job ids, balance).
+
+    Raises:
+        InsufficientTokens: the balance does not cover one of the charges (the caller's
+            transaction rolls every insert and charge back).
+    """
+    ids: list[int] = []
+    for params, price, key in members:
+        ids.append(await jobs.insert(
+            conn, account_id=account.id, params=params, price=price, idempotency_key=key,
+            destination=destination, max_attempts=max_attempts, now=now,
+            group_id=ids[0] if ids else None))
+    await conn.execute_fetchall("UPDATE jobs SET group_id = ? WHERE id = ?", (ids[0], ids[0]))
+    balance = account.balance
+    for job_id, (_, price, _) in zip(ids, members, strict=True):
+        balance = await ledger.debit(conn, account, price, LedgerKind.CHARGE, job_id=job_id,
+                                     actor=actor, reason="music", now=now)
+    return ids, balance
 
 
 async def siblings(conn: aiosqlite.Connection, group_id: int) -> list[Job]:
