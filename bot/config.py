@@ -123,6 +123,8 @@ class LimitsConfig:
     blocked_words: list[Text] = field(default_factory=list)
     extend_seconds: Number = 10.0
     """Seconds of audio the Extend button adds, on every platform (priced as new audio)."""
+    max_batch_prompts: Annotated[Int, span(1, 20)] = 5
+    """Prompts one batch command (Slack ``/music batch``, Discord ``/batch``) may carry."""
 
     @model_validator(mode="after")
     def _durations_fit(self) -> LimitsConfig:
@@ -215,6 +217,9 @@ class GenerationConfig:
     """A job running at this many process deaths is failed and refunded (a poison job);
     after its first it runs alone, so it cannot take batch-mates down again."""
     poll_s: Annotated[Number, span(0.05, 10)] = 0.5
+    default_takes: Annotated[Int, span(1, 4)] = 1
+    """Takes (variations with seeds seed, seed+1, …) a request renders when ``takes`` is
+    left out; at most :data:`bot.core.limits.TAKES` ``high``."""
     """Longest an idle worker waits before looking at the queue again (wake-ups are also
     immediate when this process queues a job)."""
 

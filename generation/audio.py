@@ -5,8 +5,13 @@ FFmpeg's libmp3lame through PyAV (falls back to the ``ffmpeg`` command via pydub
 formats go through pydub and the ``ffmpeg`` command. The functions are
 synchronous and CPU-bound; :func:`store_track` runs them off the event loop.
 
-Loudness is approximated by RMS level in dBFS (no K-weighting or gating), which lands within a
-few dB of true LUFS for full-band music; the peak is then held at or below -1 dBFS.
+Loudness is ITU-R BS.1770 integrated loudness (pyloudnorm: K-weighting, gating), measured and
+normalised to ``audio.target_lufs``; the gain is then capped so the highest *sample* peak stays
+at or below -1 dBFS (a sample-peak ceiling, not an oversampled true peak: inter-sample peaks
+of up to ~0.5 dB above it can remain). A quiet target may therefore not be reached on very
+dynamic audio; the stored ``loudness_lufs`` is measured after normalisation, so it is what
+the member gets. Audio shorter than BS.1770's 400 ms block has no integrated loudness: it is
+levelled by RMS dBFS instead, and its ``loudness_lufs`` is left unknown.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pydub.exceptions import CouldntEncodeError
 
 from bot.config import AudioConfig, Config
 from bot.core.models import Track
+from generation.analysis import analyse, integrated_loudness
 from generation.errors import GenerationError, TrackTooLarge
 
 log = logging.getLogger(__name__)
@@ -67,8 +73,13 @@ def rms_db(samples: np.ndarray) -> float:
 
 
 def normalize(audio: Audio, target_lufs: float) -> Audio:
-    """Scale to ``target_lufs`` (approximated as RMS dBFS), never peaking above -1 dBFS."""
-    level = rms_db(audio.samples)
+    """Scale to ``target_lufs`` (BS.1770 integrated loudness), never peaking above -1 dBFS.
+
+    Audio too short (< 0.4 s) or too quiet for BS.1770's gates is levelled by RMS dBFS.
+    """
+    level = integrated_loudness(audio.samples, audio.sample_rate)
+    if level is None:
+        level = rms_db(audio.samples)
     peak = float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0
     if not math.isfinite(level) or peak == 0:
         return audio
@@ -273,6 +284,8 @@ def make_track(
     """Finish, encode and store a track as ``data/tracks/<job_id>.<fmt>`` (+ waveform ``.png``
     and ``.waveform.json``)."""
     audio = finish(audio, config.audio)
+    facts = analyse(audio.samples, audio.sample_rate)
+    loudness = integrated_loudness(audio.samples, audio.sample_rate)
     data, _ = encode(audio, fmt, upload_limit, config.audio.bitrate_kbps)
     folder = tracks_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
@@ -288,6 +301,8 @@ def make_track(
         path=str(path), format=fmt, duration_s=round(audio.duration_s, 3), size_bytes=len(data),
         sample_rate=audio.sample_rate, waveform_path=str(picture) if picture else None,
         noise=noise, waveform_data_path=str(data_file) if data_file else None,
+        tempo_bpm=facts.tempo_bpm, key=facts.key,
+        loudness_lufs=None if loudness is None else round(loudness, 1),
     )
 
 

@@ -195,8 +195,17 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
            example="jazz"),
     _number(table.TEMPO, "Beats per minute", "120", aliases=("bpm",)),
     FORMAT,
+    replace(_number(table.TAKES, "Variations to make, each charged (default from the config)",
+                    "2"), default=None),
 )
 """Every ``/music`` option, in the order help texts show them."""
+
+PROMPTS = Option("prompts", Kind.TEXT, "Prompts: one per line, or separated by ' | '",
+                 required=True, positional=True, rest=True, example="calm piano | fast drums",
+                 missing="give the prompts, one per line (or separated by ' | ')")
+BATCH_OPTIONS: tuple[Option, ...] = (
+    PROMPTS, DURATION, MODEL, MUSIC_OPTIONS[-1], FORMAT)
+"""``batch``: the prompts, then the options every prompt of the batch shares."""
 
 JOB = Option("job", Kind.JOB, "Job number (see /history)", required=True, limit=table.JOB,
              positional=True, example="12")
@@ -221,6 +230,8 @@ TOKENS = Group("tokens", "Manage members' tokens (admins)", Access.ADMIN, aliase
 
 COMMANDS: tuple[Command, ...] = (
     Command("music", "Make an original track from a text prompt", MUSIC_OPTIONS),
+    Command("batch", "Several prompts at once, charged together (limits.max_batch_prompts)",
+            BATCH_OPTIONS, only=("discord", "slack")),
     Command("balance", "Show your tokens (admins: a member's)", (
         Option("member", Kind.MEMBER, "Whose balance to show (default: yours; admins only)",
                positional=True, example="@ana", others=True),)),

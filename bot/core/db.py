@@ -181,6 +181,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE source_job_id IS NOT NULL;
         """,
     ),
+    (
+        8,
+        "job groups: takes of one prompt and batches of prompts, delivered together",
+        """
+        ALTER TABLE jobs ADD COLUMN group_id INTEGER;
+        CREATE INDEX jobs_by_group ON jobs (group_id) WHERE group_id IS NOT NULL;
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable
 
 from bot.config import Config
-from bot.core import faults, jobs
+from bot.core import faults, jobs, takes
 from bot.core.db import Database
 from bot.core.errors import DeliveryError
 from bot.core.events import Notifier
-from bot.core.models import EventKind, Job, JobEvent
+from bot.core.models import EventKind, Job, JobEvent, JobState
+from bot.core.ports import Frontend
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,16 @@ class Delivery:
         frontend = self._notifier.frontends.get(job.destination.platform)
         assert job.track is not None, "a rendered job always has its track"
         error: DeliveryError | None = None
+        group: list[Job] = []
         try:
             if frontend is None:
                 raise DeliveryError(f"the {job.destination.platform} connection is not "
                                     "running")
-            await asyncio.wait_for(frontend.deliver(job, job.track), DELIVERY_TIMEOUT_S)
+            if job.group_id is not None:
+                group = await self._group_of(job)
+                await asyncio.wait_for(_deliver_group(frontend, group), DELIVERY_TIMEOUT_S)
+            else:
+                await asyncio.wait_for(frontend.deliver(job, job.track), DELIVERY_TIMEOUT_S)
         except DeliveryError as exc:
             error = exc
         except TimeoutError:
@@ -118,9 +124,24 @@ class Delivery:
             error = DeliveryError("the chat platform refused the upload", retryable=False)
         if error is None:
             faults.crash_point("delivering", job.params.prompt)
-            await self._delivered(job)
+            await (self._group_delivered(job) if group else self._delivered(job))
         else:
             await self._failed(job, error)
+
+    async def _group_of(self, head: Job) -> list[Job]:
+        """Every job of ``head``'s group as it is now (all rendered, failed or cancelled)."""
+        assert head.group_id is not None
+        async with self.db.reader_snapshot() as conn:
+            return await takes.siblings(conn, head.group_id)
+
+    async def _group_delivered(self, head: Job) -> None:
+        async with self.db.write() as conn:
+            moved = await takes.settle_delivery(conn, head, delivered=True, error=None,
+                                                now=self._clock())
+        self.delivered += len(moved)
+        faults.crash_point("delivered", head.params.prompt)
+        for done in moved:
+            self._notifier.emit(JobEvent(EventKind.DONE, done, track=done.track))
 
     async def _delivered(self, job: Job) -> None:
         async with self.db.write() as conn:
@@ -142,9 +163,28 @@ class Delivery:
                                           at=now + wait)
                 self.retries += 1
                 return
-            ended = await jobs.give_up_delivery(conn, job.id, error=error.reason, now=now)
+            if job.group_id is not None:
+                given_up = await takes.settle_delivery(conn, job, delivered=False,
+                                                       error=error.reason, now=now)
+            else:
+                ended = await jobs.give_up_delivery(conn, job.id, error=error.reason, now=now)
+                given_up = [ended] if ended is not None else []
         log.warning("gave up delivering job %d: %s", job.id, error.reason)
         self.gave_up += 1
-        if ended is not None:
+        for ended in given_up:
             self._notifier.emit(JobEvent(EventKind.UNDELIVERED, ended, message=error.reason,
                                          track=ended.track))
+
+
+async def _deliver_group(frontend: Frontend, group: list[Job]) -> None:
+    """One message for the whole group where the frontend can (``deliver_group``), else
+    each rendered track on its own (console, web). Failed takes are named, not delivered."""
+    made = [job for job in group if job.state is JobState.RENDERED and job.track is not None]
+    failed = takes.failed_takes(group)
+    together = getattr(frontend, "deliver_group", None)
+    if together is not None:
+        await together(made, failed)
+        return
+    for job in made:
+        assert job.track is not None
+        await frontend.deliver(job, job.track)

@@ -43,7 +43,7 @@ token, a Slack response_url) once nothing will be sent through it any more."""
 def fair_queue(platforms: Collection[str] | None = None) -> str:
     """Queued jobs with their fair-order keys (optionally only for some platforms).
 
-    Fair order: every member's oldest queued job first, then everyone's second, and so on, so
+    Fair order: every member's oldest queued request first, then everyone's second, and so on, so
     one member's five jobs cannot starve the others. Turns are counted over *queued* jobs
     only, so once a member's first job starts their second is "first" again; ties between
     equal turns go to the member served least recently (``served``: when their latest job
@@ -57,7 +57,10 @@ def fair_queue(platforms: Collection[str] | None = None) -> str:
         only = f" AND q.account_id IN (SELECT id FROM accounts WHERE platform IN ({names}))"
     return (
         "SELECT q.id, q.batch_key, q.account_id, q.crashes, q.duration, "
-        "ROW_NUMBER() OVER (PARTITION BY q.account_id ORDER BY q.id) AS turn, "
+        # DENSE_RANK over the group: the takes (or batch) of one request share one turn, so
+        # they sit next to each other in the order and one claim takes them together.
+        "DENSE_RANK() OVER (PARTITION BY q.account_id ORDER BY COALESCE(q.group_id, q.id)) "
+        "AS turn, "
         "COALESCE(s.served, 0) AS served "
         "FROM jobs q LEFT JOIN (SELECT account_id, MAX(started_at) AS served FROM jobs "
         "WHERE account_id IN (SELECT account_id FROM jobs WHERE state = 'queued') "
@@ -107,6 +110,7 @@ def job_from_row(row: aiosqlite.Row) -> Job:
         source_job_id=row["source_job_id"],
         # Only jobs of other kinds keep their lane in the row; music's is its model.
         lane_key=None if row["kind"] == JobKind.MUSIC else row["batch_key"],
+        group_id=row["group_id"],
     )
 
 
@@ -114,16 +118,17 @@ async def insert(
     conn: aiosqlite.Connection, *, account_id: int, params: GenerationParams, price: int,
     idempotency_key: str, destination: Destination, max_attempts: int, now: float,
     kind: str = JobKind.MUSIC.value, source_job_id: int | None = None,
-    batch_key: str | None = None,
+    batch_key: str | None = None, group_id: int | None = None,
 ) -> int:
     """Insert a queued job; a job of another ``kind`` names its lane's ``batch_key``."""
     row = await one(
         conn,
         "INSERT INTO jobs (account_id, params, batch_key, duration, state, price, "
-        "idempotency_key, destination, max_attempts, created_at, kind, source_job_id) "
-        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "idempotency_key, destination, max_attempts, created_at, kind, source_job_id, "
+        "group_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (account_id, params.to_json(), batch_key or params.batch_key, params.duration, price,
-         idempotency_key, destination.to_json(), max_attempts, now, str(kind), source_job_id),
+         idempotency_key, destination.to_json(), max_attempts, now, str(kind), source_job_id,
+         group_id),
     )
     assert row is not None
     return int(row[0])
@@ -302,6 +307,12 @@ async def claim_deliveries(
         "UPDATE jobs SET owner = ?, lease_expires_at = ? WHERE id IN (SELECT id FROM jobs "
         "WHERE state = 'rendered' AND next_delivery_at <= ? "
         "AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
+        # A group goes out as one message: only once none of it is queued or running, and
+        # only through its lowest rendered job (the delivery stage brings the others).
+        "AND (group_id IS NULL OR (id = (SELECT MIN(g.id) FROM jobs g "
+        "WHERE g.group_id = jobs.group_id AND g.state = 'rendered') "
+        "AND NOT EXISTS (SELECT 1 FROM jobs g WHERE g.group_id = jobs.group_id "
+        "AND g.state IN ('queued', 'running')))) "
         f"AND account_id IN (SELECT id FROM accounts WHERE platform IN ({names})) "
         "ORDER BY next_delivery_at, id LIMIT ?) RETURNING id",
         (owner, now + lease_s, now, now, limit),

@@ -47,6 +47,8 @@ TOP_K = NumberLimit("top_k", 0, 2048, integer=True, default=250)
 TOP_P = NumberLimit("top_p", 0.0, 1.0, default=0.0)
 CFG = NumberLimit("cfg", 0.0, 20.0, default=3.0)
 TEMPO = NumberLimit("tempo", 20, 300, integer=True)
+TAKES = NumberLimit("takes", 1, 4, integer=True)
+"""Variations of one prompt per request (default ``generation.default_takes``)."""
 GENRE = TextLimit("genre", 40)
 REASON = TextLimit("reason", 200)
 LABEL = TextLimit("label", 40)
@@ -57,7 +59,7 @@ AMOUNT = NumberLimit("amount", 1, MAX_BALANCE, integer=True)
 BALANCE = NumberLimit("amount", 0, MAX_BALANCE, integer=True)
 FORMAT_CHOICES: tuple[str, ...] = FORMATS
 
-MUSIC_NUMBERS: tuple[NumberLimit, ...] = (SEED, TEMPERATURE, TOP_K, TOP_P, CFG, TEMPO)
+MUSIC_NUMBERS: tuple[NumberLimit, ...] = (SEED, TEMPERATURE, TOP_K, TOP_P, CFG, TEMPO, TAKES)
 """Every numeric ``/music`` option besides duration, in the order frontends show them."""
 
 
@@ -87,3 +89,8 @@ def summary(config: Config) -> str:
 def prompt_chars(config: Config) -> int:
     """The longest prompt accepted (characters, after collapsing whitespace)."""
     return config.limits.max_prompt_chars
+
+
+def batch_prompts(config: Config) -> int:
+    """The most prompts one batch command may carry (``limits.max_batch_prompts``)."""
+    return config.limits.max_batch_prompts

@@ -214,6 +214,13 @@ class Track(_JsonColumn):
     stems: dict[str, str] | None = None
     """Stems jobs only: stem name (drums, bass, other, vocals) → its encoded file; ``path``
     is then the zip holding all of them (see :mod:`generation.stems`)."""
+    tempo_bpm: float | None = None
+    """Estimated tempo (librosa's beat tracker, :mod:`generation.analysis`); None if unknown."""
+    key: str | None = None
+    """Estimated key (``A minor``: chroma against Krumhansl profiles); None if unknown."""
+    loudness_lufs: float | None = None
+    """BS.1770 integrated loudness of the delivered audio (pyloudnorm); None when the track
+    is too short (< 0.4 s) or silent to measure."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,9 @@ class Job:
     source_job_id: int | None = None
     lane_key: str | None = None
     """The stored batch key of a job that is not music (``stems:htdemucs``)."""
+    group_id: int | None = None
+    """Jobs asked for together (takes of one prompt, a batch of prompts) share the id of the
+    group's first job; they are charged in one transaction and delivered in one message."""
 
     @property
     def batch_key(self) -> str:
@@ -290,6 +300,9 @@ class Receipt:
     eta_s: float | None
     duplicate: bool = False
     """True when the idempotency key was seen before: nothing new was charged."""
+    group: tuple[Job, ...] = ()
+    """Every job of a group request (takes, batch) in order, ``job`` first; ``price`` is
+    then the group's total. Empty for a single job."""
 
 
 @dataclass(frozen=True)
@@ -354,3 +367,5 @@ class MusicRequest:
     genre: Any = None
     tempo: Any = None
     format: Any = None
+    takes: Any = None
+    """How many takes (variations, consecutive seeds) to render; default from the config."""

@@ -31,6 +31,7 @@ def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
     if not prompt:
         raise InvalidRequest("prompt", "describe the music you want (it is empty)")
     seed_given = request.seed not in (None, "")
+    optional(table.TAKES, request.takes)  # refused here like every option; used by takes.py
     return GenerationParams(
         prompt=prompt,
         duration=validate_duration(config, request.duration, model),

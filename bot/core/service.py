@@ -29,6 +29,7 @@ from bot.core.bank import Bank, page_size
 from bot.core.db import Database, fetch_one
 from bot.core.delivery import Delivery
 from bot.core.errors import (
+    InsufficientTokens,
     InvalidRequest,
     JobNotCancellable,
     JobNotFound,
@@ -70,6 +71,15 @@ from bot.core.requests import (
 from bot.core.settlement import Settlement
 from bot.core.sharing import Sharing
 from bot.core.stems import quote, request_stems
+from bot.core.takes import (
+    cancel_group,
+    insert_group,
+    member_keys,
+    siblings,
+    split_prompts,
+    take_params,
+    validate_takes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +152,36 @@ class MusicService:
         DatabaseBusy, with nothing charged.
         """
         params = validate_request(self.config, request)
-        return await self._enqueue(actor, params, destination, idempotency_key)
+        takes = validate_takes(self.config, request.takes)
+        if takes == 1:
+            return await self._enqueue(actor, params, destination, idempotency_key)
+        return await self._enqueue_group(actor, take_params(params, takes), destination,
+                                         idempotency_key)
+
+    async def request_batch(
+        self, actor: Actor, prompts: object, request: MusicRequest, destination: Destination,
+        idempotency_key: str,
+    ) -> Receipt:
+        """Several prompts (one per line, or separated by `` | ``) with the options of
+        ``request`` (its ``prompt`` is ignored), each its own job or ``takes`` jobs; all are
+        charged in one transaction and delivered together (:mod:`bot.core.takes`).
+
+        Every prompt is validated before anything is charged; a bad one is named by its
+        number. Raises InvalidRequest, InsufficientTokens, LimitReached, DatabaseBusy.
+        """
+        texts = split_prompts(self.config, prompts)
+        takes = validate_takes(self.config, request.takes)
+        group: list[GenerationParams] = []
+        for number, text in enumerate(texts, start=1):
+            try:
+                params = validate_request(self.config, replace(request, prompt=text))
+            except InvalidRequest as err:
+                field = f"prompt {number}" if err.field == "prompt" else err.field
+                raise InvalidRequest(field, err.reason) from None
+            group.extend(take_params(params, takes))
+        if len(group) == 1:
+            return await self._enqueue(actor, group[0], destination, idempotency_key)
+        return await self._enqueue_group(actor, group, destination, idempotency_key)
 
     async def reroll(
         self, actor: Actor, job_id: object, destination: Destination, idempotency_key: str
@@ -190,6 +229,8 @@ class MusicService:
         within a second wherever it runs (another process sees the flag at its heartbeat).
         """
         job = await self._cancellable_job(actor, job_id)
+        if job.group_id is not None:
+            return await self._cancel_group(actor, job)
         now = self._clock()
         async with self.db.write() as conn:
             done = await jobs.finish(conn, job.id, JobState.CANCELLED, now=now,
@@ -272,6 +313,11 @@ class MusicService:
                 raise JobNotFound(job_id)
             destination = replace(job.destination, status_ref=status_ref)
             await jobs.set_destination(conn, job_id, destination)
+            if job.group_id == job_id:  # one status message for the whole group
+                for other in await siblings(conn, job_id):
+                    if other.id != job_id:
+                        await jobs.set_destination(conn, other.id, replace(
+                            other.destination, status_ref=status_ref))
 
     # ----------------------------------------------------------------- admins
 
@@ -339,6 +385,66 @@ class MusicService:
         self.notifier.record(JobEvent(EventKind.QUEUED, job, position=place))
         return Receipt(job, cost, balance, place, self.speed.eta(ahead, busy))
 
+    async def _enqueue_group(
+        self, actor: Actor, group: list[GenerationParams], destination: Destination, key: str,
+    ) -> Receipt:
+        """Charge and queue several jobs in ONE transaction (all or none), linked by the
+        first job's id; each job has its own charge, so a failed one is refunded alone."""
+        if not isinstance(key, str) or not 0 < len(key) <= 190:
+            raise InvalidRequest("request id", "is missing or too long")
+        for params in group:
+            self._loaded(params.model)
+        costs = [price(self.config, p.duration, p.model, p.format) for p in group]
+        account_key = self.account_key(actor.platform, actor.community, actor.user)
+        now = self._clock()
+        attempts = self.config.generation.max_attempts
+        async with self.db.write() as conn:
+            existing = await jobs.by_key(conn, key)
+            if existing is not None:
+                if existing.account != account_key:
+                    raise InvalidRequest("request id", "was already used by someone else")
+                return await self._duplicate_receipt(conn, existing)
+            account = await ledger.ensure_account(conn, account_key, self.config.economy, now)
+            await self._check_limits(conn, account.id, now, adding=len(group))
+            if account.balance < sum(costs):  # the whole group's price, before any write
+                raise InsufficientTokens(balance=account.balance, price=sum(costs))
+            ids, balance = await insert_group(
+                conn, account, list(zip(group, costs, member_keys(key, len(group)),
+                                        strict=True)),
+                destination=destination, max_attempts=attempts, actor=actor.user, now=now)
+        self.settlement.work_available.set()
+        made = tuple(
+            Job(id=job_id, account=account_key, params=params, state=JobState.QUEUED,
+                price=cost, idempotency_key=job_key, destination=destination, attempts=0,
+                max_attempts=attempts, error=None, cancel_requested=False, created_at=now,
+                started_at=None, finished_at=None, track_path=None, group_id=ids[0])
+            for job_id, params, cost, job_key in zip(ids, group, costs,
+                                                     member_keys(key, len(group)), strict=True))
+        async with self.db.reader_snapshot() as conn:
+            place, _, busy = await jobs.backlog(conn, ids[0])
+            _, ahead, _ = await jobs.backlog(conn, ids[-1])
+        for job in made:
+            self.notifier.record(JobEvent(EventKind.QUEUED, job, position=place))
+        return Receipt(made[0], sum(costs), balance, place, self.speed.eta(ahead, busy),
+                       group=made)
+
+    async def _cancel_group(self, actor: Actor, job: Job) -> Job:
+        """Cancel every unfinished job of ``job``'s group; returns the group's first job with
+        ``refunded`` = the tokens given back now (running takes are refunded as they stop)."""
+        assert job.group_id is not None
+        async with self.db.write() as conn:
+            cancelled, stopping = await cancel_group(conn, job.group_id, by=actor.user,
+                                                     now=self._clock())
+            head = await jobs.get(conn, job.group_id)
+        if not cancelled and not stopping:
+            raise JobNotCancellable(job.id, _state_words(job.state))
+        for done in cancelled:
+            self.notifier.emit(JobEvent(EventKind.CANCELLED, done, refunded=done.refunded))
+        for job_id in stopping:
+            self.settlement.request_stop(job_id)
+        assert head is not None
+        return replace(head, refunded=sum(done.refunded for done in cancelled))
+
     def _loaded(self, model: str) -> str:
         if self.available_models is not None and model not in self.available_models:
             names = ", ".join(sorted(self.available_models))
@@ -353,16 +459,20 @@ class MusicService:
         return Receipt(job, job.price, account.balance if account else 0, place, None,
                        duplicate=True)
 
-    async def _check_limits(self, conn: aiosqlite.Connection, account_id: int, now: float) -> None:
+    async def _check_limits(self, conn: aiosqlite.Connection, account_id: int, now: float,
+                            adding: int = 1) -> None:
+        """Refuse when the member or the queue is full; ``adding`` jobs of one request (a
+        group counts once toward the member's limits, each job toward the queue's)."""
         limits = self.config.limits
         window = limits.rate_limit
         # One query for every limit: this runs under the writer lock on each /music.
         row = await fetch_one(
             conn,
-            "SELECT (SELECT COUNT(*) FROM jobs WHERE account_id = :a "
-            "AND state IN ('queued', 'running')), "
+            "SELECT (SELECT COUNT(DISTINCT COALESCE(group_id, id)) FROM jobs "
+            "WHERE account_id = :a AND state IN ('queued', 'running')), "
             "(SELECT COUNT(*) FROM jobs WHERE state = 'queued'), "
-            "(SELECT COUNT(*) FROM jobs WHERE account_id = :a AND created_at > :since), "
+            "(SELECT COUNT(DISTINCT COALESCE(group_id, id)) FROM jobs WHERE account_id = :a "
+            "AND created_at > :since), "
             "(SELECT MIN(created_at) FROM jobs WHERE account_id = :a AND created_at > :since)",
             {"a": account_id, "since": now - window.window_s},
         )
@@ -372,7 +482,7 @@ class MusicService:
             raise LimitReached("max_queued_per_user", f"You already have {mine} jobs waiting "
                                f"(limit {limits.max_queued_per_user}). Wait for one to finish "
                                "or cancel one.")
-        if queued >= limits.max_queue:
+        if queued + adding > limits.max_queue:
             _, waiting, busy = await jobs.backlog(conn)
             raise LimitReached("max_queue", "The queue is full right now.",
                                retry_after_s=self.speed.eta(waiting[:1], busy))
@@ -404,8 +514,8 @@ class MusicService:
         job = await self._visible_job(actor, job_id)
         if job.account.user != actor.user and not actor.is_admin:
             raise NotAuthorized("cancel someone else's job")
-        if not job.state.refundable:
-            raise JobNotCancellable(job.id, _state_words(job.state))
+        if not job.state.refundable and job.group_id is None:  # a group: its other jobs may
+            raise JobNotCancellable(job.id, _state_words(job.state))  # still be cancellable
         return job
 
     async def _read_jobs(self, where: str, params: Iterable[object]) -> list[Job]:

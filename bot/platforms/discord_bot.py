@@ -35,7 +35,13 @@ from bot.core.models import (
 )
 from bot.core.service import MusicService
 from bot.platforms import render
-from bot.platforms.discord_buttons import DYNAMIC_ITEMS, result_view, send_ephemeral, status_view
+from bot.platforms.discord_buttons import (
+    DYNAMIC_ITEMS,
+    group_view,
+    result_view,
+    send_ephemeral,
+    status_view,
+)
 from bot.platforms.discord_commands import build_commands
 from bot.platforms.discord_host import Submit
 from bot.platforms.discord_send import (
@@ -54,6 +60,8 @@ TOKEN_LIFETIME_S = 15 * 60
 """Discord interaction tokens (follow-ups, edits) are valid for 15 minutes."""
 TOKEN_MARGIN_S = 60
 """Stop using a token a minute early: an upload can take a while and must not expire midway."""
+GROUP_PER_MESSAGE = 5
+"""Tracks per group message: each has a row of buttons, and a message holds 5 rows."""
 TERMINAL_EVENTS = (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED,
                    EventKind.UNDELIVERED)
 
@@ -246,6 +254,8 @@ class DiscordFrontend:
         """Edit the job's status message; progress at most once per configured interval."""
         job = event.job
         terminal = event.kind in TERMINAL_EVENTS
+        if job.group_id is not None and job.id != job.group_id:
+            return  # a group has one status message, driven by its first job
         if not self.running:
             log.debug("not connected; %s of job %d not shown", event.kind.value, job.id)
             return
@@ -292,6 +302,23 @@ class DiscordFrontend:
         """The finished-track message, with its page link when ``api.public_base_url`` is set."""
         link = render.page_line(self.config, job, self.platform)
         return render.result_text(job, track, DISCORD, link)
+
+    async def deliver_group(self, made: list[Job], failed: list[Job]) -> None:
+        """A group's tracks in one message per 5 (Discord's button rows), each track with
+        its own Re-roll / Extend row; the text names the failed jobs and their refunds.
+
+        Raises:
+            DeliveryError: as :meth:`deliver` (the whole group is retried together).
+        """
+        if not self.running:
+            raise DeliveryError("the Discord connection is not running")
+        if not made:
+            return
+        for number, chunk in enumerate(_pack(made, made[0].destination.upload_limit)):
+            text = render.group_result_text(chunk, failed if number == 0 else [], DISCORD)
+            view = group_view([(job.id, f"#{job.id} " + render.extend_label(self.config, job))
+                               for job in chunk])
+            await self._sender().deliver_many(chunk, text, view)
 
     async def send_stored_track(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """``/track``: upload a finished job's stored file again, publicly, with its buttons.
@@ -398,6 +425,30 @@ async def _refuse(interaction: discord.Interaction[Any], text: str) -> None:
     """After a public defer: only the member sees why; the "thinking…" message goes away."""
     await interaction.delete_original_response()
     await interaction.followup.send(text, ephemeral=True)
+
+
+def _pack(made: list[Job], limit: int) -> list[list[Job]]:
+    """Tracks into messages: at most GROUP_PER_MESSAGE each, their files within ``limit``.
+
+    Raises:
+        DeliveryError: one track alone is over the upload limit (never fits; no retry).
+    """
+    chunks: list[list[Job]] = []
+    size = 0
+    for job in made:
+        assert job.track is not None
+        if job.track.size_bytes > limit:
+            raise DeliveryError(f"the file of job #{job.id} ({_mib(job.track.size_bytes)}) is "
+                                f"over this channel's upload limit ({_mib(limit)})",
+                                retryable=False)
+        full = bool(chunks) and (len(chunks[-1]) >= GROUP_PER_MESSAGE
+                                 or size + job.track.size_bytes > limit)
+        if not chunks or full:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(job)
+        size += job.track.size_bytes
+    return chunks
 
 
 def _mib(size: int) -> str:

@@ -157,6 +157,17 @@ def result_view(job_id: int, extend_label: str, stems_label: str | None = None
     return view
 
 
+def group_view(jobs: list[tuple[int, str]]) -> discord.ui.View:
+    """Buttons on a group's message: one row per track, (job id, Extend label) each; at most
+    5 rows fit in a Discord message, so the caller posts at most 5 tracks per message."""
+    view = discord.ui.View(timeout=None)
+    for row, (job_id, extend_label) in enumerate(jobs):
+        for item in (RerollButton(job_id), ExtendButton(job_id, extend_label)):
+            item.row = row
+            view.add_item(item)
+    return view
+
+
 async def send_ephemeral(interaction: discord.Interaction[Any], text: str) -> None:
     """Answer only the member, whether or not the interaction was already acknowledged."""
     try:

@@ -157,6 +157,15 @@ async def _music(host: DiscordHost, interaction: Interaction, values: dict[str, 
         actor, request, dest, key))
 
 
+async def _batch(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
+    # Discord's slash options are one line: prompts are separated by " | " (newlines work
+    # too when a client sends them); the core splits, counts and validates them.
+    prompts = values.pop("prompts")
+    request, service = MusicRequest(prompt="", **values), host.service
+    await host.start_job(interaction, lambda actor, dest, key: service.request_batch(
+        actor, prompts, request, dest, key))
+
+
 async def _balance(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
     member = values.get("member")
     await _defer(interaction)
@@ -242,7 +251,7 @@ async def _apikey(host: DiscordHost, interaction: Interaction, values: dict[str,
 
 HANDLERS: dict[str, Handler] = {
     "apikey": _apikey,
-    "music": _music, "balance": _balance, "history": _history, "queue": _queue,
+    "music": _music, "batch": _batch, "balance": _balance, "history": _history, "queue": _queue,
     "cancel": _cancel, "track": _track, "price": _price, "help": _help, "stems": _stems,
     "tokens grant": _adjust("grant"), "tokens take": _adjust("take"),
     "tokens set": _adjust("set"), "tokens ledger": _ledger,

@@ -131,6 +131,46 @@ class Sender:
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"Discord could not be reached ({type(exc).__name__})") from None
 
+    async def deliver_many(self, group: list[Job], text: str, view: discord.ui.View) -> None:
+        """Upload several rendered jobs' tracks (no waveforms) in one message, like
+        :meth:`deliver`: through the first job's interaction webhook while it lives, else
+        in the channel (pinging only the member) or by DM.
+
+        Raises:
+            DeliveryError: Discord refused the upload or could not be reached.
+        """
+        dest = group[0].destination
+        if any(job.track is None or not Path(job.track.path).is_file() for job in group):
+            raise DeliveryError("a track file is missing", retryable=False)
+        try:
+            if self.token_valid(dest):
+                try:
+                    with _group_files(group) as files:
+                        await self._webhook(dest).send(text, files=files, view=view, wait=True,
+                                                       allowed_mentions=NO_PINGS)
+                    return
+                except (discord.NotFound, discord.Forbidden):
+                    log.info("interaction token of job %d no longer works; posting instead",
+                             group[0].id)
+            channel, mentions = await self._fallback(dest)
+            with _group_files(group) as files:
+                await channel.send(text, files=files, view=view, allowed_mentions=mentions)
+        except discord.HTTPException as exc:
+            log.info("Discord refused the tracks of group %d: %s %s", group[0].id, exc.status,
+                     exc.code)
+            retryable = exc.status == 429 or exc.status >= 500
+            raise DeliveryError(http_reason(exc), retryable=retryable) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"Discord could not be reached ({type(exc).__name__})") from None
+
+    async def _fallback(
+        self, dest: Destination
+    ) -> tuple[discord.abc.Messageable, discord.AllowedMentions]:
+        """Where to post after the token expired, and whom that may ping (see :meth:`_post`)."""
+        if dest.extra.get("dm"):
+            return await self._client.create_dm(discord.Object(int(dest.user))), NO_PINGS
+        return self._client.get_partial_messageable(int(dest.channel)), ping_only(dest.user)
+
     async def _post(self, dest: Destination, job: Job, track: Track, text: str,
                     view: discord.ui.View) -> None:
         """After expiry: in the channel (mentioning the member, in ``text``) or by DM.
@@ -218,3 +258,15 @@ def _stem_files(job: Job, track: Track, limit: int) -> list[discord.File]:
     return [discord.File(path, filename=f"musicbot-{job.id}-{Path(path).name.split('.', 1)[1]}"
                          if path != track.path else f"musicbot-{job.id}-stems.zip")
             for path in paths]
+
+
+@contextlib.contextmanager
+def _group_files(group: list[Job]) -> Iterator[list[discord.File]]:
+    """The tracks of a group's jobs as fresh attachments, in the order the text lists them."""
+    files = [discord.File(job.track.path, filename=f"musicbot-{job.id}.{job.track.format}")
+             for job in group if job.track is not None]
+    try:
+        yield files
+    finally:
+        for file in files:
+            file.close()

@@ -82,12 +82,26 @@ def receipt_text(receipt: Receipt, dialect: Dialect = PLAIN) -> str:
         return stems_receipt_text(receipt)
     if receipt.duplicate:
         return f"Job #{job.id} was already requested ({job.state.value}); nothing charged again."
+    if receipt.group:
+        return group_receipt_text(receipt, dialect)
     place = "next in line" if receipt.position <= 1 else f"#{receipt.position} in the queue"
     return (
         f"🎵 Job #{job.id} queued — {place}{eta_text(receipt.eta_s)}\n"
         f"{describe_request(job, dialect)}\n"
         f"Charged **{receipt.price}** tokens"
     )
+
+
+def group_receipt_text(receipt: Receipt, dialect: Dialect = PLAIN) -> str:
+    """The public reply to a request of several jobs (takes, a batch): one line per job."""
+    group = receipt.group
+    place = "next in line" if receipt.position <= 1 else f"#{receipt.position} in the queue"
+    lines = [f"🎵 {len(group)} jobs queued together (#{group[0].id}–#{group[-1].id}) — "
+             f"{place}{eta_text(receipt.eta_s)}"]
+    lines += [f"{n}. Job #{job.id} · {describe_request(job, dialect)}"
+              for n, job in enumerate(group, start=1)]
+    lines.append(f"Charged **{receipt.price}** tokens in all; they arrive in one message.")
+    return "\n".join(lines)
 
 
 def charged_text(receipt: Receipt) -> str:
@@ -136,7 +150,8 @@ def result_text(job: Job, track: Track, dialect: Dialect = PLAIN, link: str = ""
     lines = [
         f"🎶 Job #{job.id} for {dialect.mention(job.destination.user)}",
         describe_request(job, dialect),
-        f"{track.duration_s:.1f} s · {track.format} · cost {job.price} tokens",
+        f"{track.duration_s:.1f} s · {track.format} · cost {job.price} tokens"
+        + "".join(f" · {fact}" for fact in track_facts(track)),
     ]
     if track.noise:
         lines.append(NOISE_NOTE)
@@ -192,6 +207,39 @@ def unshared_text(job: Job) -> str:
     return f"🔒 Job #{job.id} is private again: its page link no longer works."
 
 
+def track_facts(track: Track) -> list[str]:
+    """What the worker measured: estimated tempo and key, BS.1770 loudness (if known)."""
+    facts = []
+    if track.tempo_bpm is not None:
+        facts.append(f"~{track.tempo_bpm:.0f} BPM (estimated)")
+    if track.key:
+        facts.append(f"{track.key} (estimated)")
+    if track.loudness_lufs is not None:
+        facts.append(f"{track.loudness_lufs:.1f} LUFS")
+    return facts
+
+
+def group_result_text(made: list[Job], failed: list[Job], dialect: Dialect = PLAIN) -> str:
+    """The one message that brings a group's tracks: a line per track (in the order of the
+    attached files), then every job that failed, with its refund."""
+    first = (made or failed)[0]
+    lines = [f"🎶 {len(made)} of {len(made) + len(failed)} tracks for "
+             f"{dialect.mention(first.destination.user)}"]
+    for n, job in enumerate(made, start=1):
+        track = job.track
+        assert track is not None
+        facts = "".join(f" · {fact}" for fact in track_facts(track))
+        lines.append(f"{n}. Job #{job.id} · {describe_request(job, dialect)} · "
+                     f"{track.duration_s:.1f} s{facts}")
+    for job in failed:
+        reason = dialect.escape((job.error or "the generation failed").rstrip("."))
+        lines.append(f"❌ Job #{job.id} (seed {job.params.seed}) failed: {reason}. "
+                     f"Refunded **{job.refunded}** tokens.")
+    if any(job.track is not None and job.track.noise for job in made):
+        lines.append(NOISE_NOTE)
+    return "\n".join(lines)
+
+
 def extend_label(config: Config, job: Job) -> str:
     """The Extend button's label on every platform: added seconds and what they cost."""
     seconds = config.limits.extend_seconds
@@ -238,11 +286,13 @@ def balance_text(balance: int, whose: str = "Your") -> str:
 def history_text(jobs: list[Job], dialect: Dialect = PLAIN) -> str:
     if not jobs:
         return "No tracks yet. Try `/music`."
-    icons = {JobState.QUEUED: "⏳", JobState.RUNNING: "🎛️", JobState.DONE: "✅",
+    icons = {JobState.QUEUED: "⏳", JobState.RUNNING: "🎛️", JobState.RENDERED: "📦",
+             JobState.DONE: "✅",
              JobState.FAILED: "❌", JobState.CANCELLED: "🛑"}
     lines = [
         f"{icons[j.state]} #{j.id} {j.state.value} · {j.price} tokens"
         f"{' (refunded)' if j.refunded else ''} · {describe_request(j, dialect)}"
+        + "".join(f" · {fact}" for fact in (track_facts(j.track) if j.track else []))
         for j in jobs
     ]
     return "\n".join(lines)

@@ -125,6 +125,42 @@ async def _upload_joining(
         await _upload(client, job, track, blocks)
 
 
+async def upload_group(
+    client: AsyncWebClient, group: list[Job], blocks: list[dict[str, Any]]
+) -> None:
+    """Share several rendered jobs' tracks in one message (no waveforms), like
+    :func:`upload_track`. Raises DeliveryError when the member did not get them."""
+    try:
+        try:
+            await _upload_many(client, group, blocks)
+        except SlackApiError as err:
+            channel = group[0].destination.channel
+            if error_code(err) != "not_in_channel" or not await join_channel(client, channel):
+                raise
+            await _upload_many(client, group, blocks)
+    except SlackApiError as err:
+        raise delivery_error(err) from None
+    except SlackRequestError as err:
+        raise DeliveryError(f"Slack refused the upload ({err})", retryable=True) from None
+    except NETWORK_ERRORS as err:
+        raise DeliveryError(f"Slack could not be reached ({type(err).__name__})") from None
+
+
+async def _upload_many(
+    client: AsyncWebClient, group: list[Job], blocks: list[dict[str, Any]]
+) -> None:
+    files = []
+    for job in group:
+        track = job.track
+        if track is None or not Path(track.path).is_file():
+            raise DeliveryError("a finished file is missing on the server", retryable=False)
+        files.append({"file": track.path, "filename": f"musicbot-{job.id}.{track.format}",
+                      "title": f"{job.params.prompt[:80]} (#{job.id})"})
+    dest = group[0].destination
+    await client.files_upload_v2(file_uploads=files, channel=dest.channel,
+                                 thread_ts=dest.thread, blocks=json.dumps(blocks))
+
+
 async def _upload(
     client: AsyncWebClient, job: Job, track: Track, blocks: list[dict[str, Any]]
 ) -> None:

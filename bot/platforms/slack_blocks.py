@@ -113,6 +113,23 @@ def stems_blocks(job: Job, track: Track) -> list[dict[str, Any]]:
     return [section(mrkdwn(render.stems_result_text(job, track, SLACK)))]
 
 
+def group_result_blocks(made: list[Job], failed: list[Job],
+                        extend_labels: list[str]) -> list[dict[str, Any]]:
+    """The one message with a group's tracks: the shared text (failed jobs named with their
+    refunds), then a row of Re-roll / Extend per track, labelled with its job number."""
+    blocks = [section(mrkdwn(render.group_result_text(made, failed, SLACK)))]
+    for job, label in zip(made, extend_labels, strict=True):
+        blocks.append({
+            "type": "actions",
+            "block_id": f"result:{job.id}",
+            "elements": [
+                button(f"🎲 Re-roll #{job.id}", "reroll", job.id, style="primary"),
+                button(f"#{job.id} {label}", "extend", job.id),
+            ],
+        })
+    return blocks
+
+
 def home_view(balance: int, queue: QueueInfo, jobs: list[Job]) -> dict[str, Any]:
     """The App Home tab: balance, queue and recent tracks."""
     return {

@@ -44,12 +44,14 @@ from bot.platforms.slack_api import (
     error_code,
     post_in_channel,
     reply_privately,
+    upload_group,
     upload_track,
 )
 from bot.platforms.slack_blocks import (
     ACTION_PATTERN,
     SLACK,
     escape,
+    group_result_blocks,
     home_view,
     mrkdwn,
     parse_action_id,
@@ -59,6 +61,9 @@ from bot.platforms.slack_blocks import (
 from bot.platforms.slack_commands import CommandRunner, cancel_text, idempotency_key
 
 log = logging.getLogger(__name__)
+
+SLACK_GROUP_FILES = 10
+"""Tracks per group message: Slack's upload completes at most 10 files in one message."""
 
 HTTP_PATH = "/slack/events"
 """Request URL path for slash commands, interactivity and events in HTTP mode."""
@@ -342,6 +347,8 @@ class SlackFrontend:
         job = event.job
         terminal = event.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED,
                                   EventKind.UNDELIVERED)
+        if job.group_id is not None and job.id != job.group_id:
+            return  # a group has one status message, driven by its first job
         if not terminal and not self._edit_due(job.id):
             return
         text = mrkdwn(render.event_text(event, SLACK))
@@ -365,6 +372,19 @@ class SlackFrontend:
             DeliveryError: Slack refused or could not be reached (retryable when it may pass).
         """
         await upload_track(self.app.client, job, track, self._result_blocks(job, track))
+
+    async def deliver_group(self, made: list[Job], failed: list[Job]) -> None:
+        """A group's tracks, :data:`SLACK_GROUP_FILES` per message, each with Re-roll and
+        Extend.
+
+        Raises:
+            DeliveryError: Slack refused or could not be reached (the group is retried whole).
+        """
+        for start in range(0, len(made), SLACK_GROUP_FILES):
+            chunk = made[start:start + SLACK_GROUP_FILES]
+            labels = [render.extend_label(self.config, job) for job in chunk]
+            blocks = group_result_blocks(chunk, failed if start == 0 else [], labels)
+            await upload_group(self.app.client, chunk, blocks)
 
     def _result_blocks(self, job: Job, track: Track) -> list[dict[str, Any]]:
         stems = render.stems_label(self.config, job) if self.config.models.stems else None

@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Config
 from bot.core import catalogue
 from bot.core.limits import summary
-from bot.core.models import Actor, Destination, Job, JobState, Receipt, Track
+from bot.core.models import Actor, Destination, Job, JobState, MusicRequest, Receipt, Track
 from bot.core.service import MusicService
 from bot.platforms import render
 from bot.platforms.apikey_command import apikey_answer
@@ -81,6 +81,15 @@ class CommandRunner:
                      values: Values) -> None:
         receipt = await self.service.request_music(
             actor, Parsed("music", values).request, self.frontend.destination(body),
+            idempotency_key(body))
+        await self.frontend.announce(client, body, actor, receipt)
+
+    async def _batch(self, client: AsyncWebClient, body: Body, actor: Actor,
+                     values: Values) -> None:
+        options = dict(values)
+        prompts = options.pop("prompts")
+        receipt = await self.service.request_batch(
+            actor, prompts, MusicRequest(prompt="", **options), self.frontend.destination(body),
             idempotency_key(body))
         await self.frontend.announce(client, body, actor, receipt)
 

@@ -50,6 +50,9 @@ def usage_of(entry: catalogue.Command) -> str:
     return " ".join(words)
 
 
+BATCH = catalogue.command("batch")
+BATCH_USAGE = (f"*Usage:* `{usage_of(BATCH)}`\n"
+               "One prompt per line (or ` | ` between prompts); the options apply to all.")
 MUSIC_USAGE = (f"*Usage:* `{usage_of(MUSIC)}`\n"
                "Example: `/music calm lo-fi piano with rain --duration 15 --seed 7`")
 ADMIN_USAGE = "*Usage:* " + " or ".join(
@@ -109,6 +112,8 @@ def parse_command(text: str) -> Parsed:
     if not words:
         raise UsageError("Tell me what to play.")
     head, rest = words[0].lower(), words[1:]
+    if head == BATCH.name:
+        return Parsed(BATCH.name, parse_batch(text.strip()[len(BATCH.name):]))
     admin = {c.name: c for c in catalogue.commands_for(PLATFORM, catalogue.TOKENS.name)}
     if head == ADMIN_WORD and rest and rest[0].lower() in admin:
         entry = admin[rest[0].lower()]
@@ -116,6 +121,34 @@ def parse_command(text: str) -> Parsed:
     named = next((c for c in catalogue.commands_for(PLATFORM) if c.name == head), None)
     parsed = _parse_subcommand(named, rest) if named and named is not MUSIC else None
     return parsed if parsed is not None else Parsed("music", _parse_music(words))
+
+
+def parse_batch(text: str) -> dict[str, Any]:
+    """``/music batch``: one prompt per line (or `` | `` between prompts), and flags for the
+    whole batch on any line. Lines are split before words, since shell splitting would
+    join them. The core counts and validates the prompts.
+
+    Raises:
+        UsageError: a flag the batch does not take, repeated, or without a value.
+    """
+    prompts: list[str] = []
+    values: dict[str, Any] = {}
+    allowed = {o.name for o in BATCH.options}
+    for line in text.splitlines():
+        positional, flags = _split_flags(split_words(line), usage=BATCH_USAGE)
+        for name, value in flags.items():
+            if name not in allowed:
+                raise UsageError(f"`batch` does not take `--{name}`.", BATCH_USAGE)
+            if name in values:
+                raise UsageError(f"Option `--{name}` was given twice.", BATCH_USAGE)
+            values[name] = _strip_seconds(value) if name == "duration" else value
+        if positional:
+            prompts.append(" ".join(positional))
+    if not prompts:
+        raise UsageError("`batch` needs prompts, one per line.", BATCH_USAGE)
+    if "duration" not in values:
+        raise UsageError("`batch` needs a duration.", BATCH_USAGE)
+    return {"prompts": "\n".join(prompts), **values}
 
 
 def split_words(text: str) -> list[str]:

@@ -170,7 +170,7 @@ BASE = {"music": {"prompt": "drums", "duration": 5}, "price": {"duration": 5}}
 
 def core_accepts(service: MusicService, entry: catalogue.Command, name: str, value: Any) -> bool:
     try:
-        if entry.name == "music":
+        if entry.name in ("music", "batch"):  # a batch validates each prompt as a /music
             validate_request(service.config, MusicRequest(**{**BASE["music"], name: value}))
         elif entry.name == "price":
             service.price(**{**BASE["price"], name: value})
@@ -193,7 +193,7 @@ def slack_text(entry: catalogue.Command, option: Option, value: Any) -> str:
         return f"admin {entry.name} " + " ".join(str(values[o.name]) for o in entry.options)
     base = {"music": "drums --duration 5", "price": "price 5",
             "apikey": "apikey revoke" if option.name == "key" else "apikey create",
-            }.get(entry.name, entry.name)
+            "batch": "batch drums --duration 5"}.get(entry.name, entry.name)
     if option.name == "duration":
         base = base.replace(" --duration 5", "").replace(" 5", "")
     if option.positional and option.name != "prompt":

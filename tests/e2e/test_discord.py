@@ -144,8 +144,8 @@ async def test_buttons_keep_working_after_a_restart(world: DiscordWorld):
     await world.restart(guild_sync)
     assert world.fake.identify_count == 2
     synced = {c["name"] for c in world.fake.commands[world.studio.id]}
-    assert synced == {"music", "balance", "history", "queue", "cancel", "track", "price",
-                      "help", "tokens", "stems"}
+    assert synced == {"music", "batch", "balance", "history", "queue", "cancel", "track",
+                      "price", "help", "tokens", "stems"}
 
     reroll = await world.fake.click(track, f"musicbot:reroll:{job}", user=world.bob,
                                     guild=world.studio)

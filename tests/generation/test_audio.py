@@ -12,6 +12,7 @@ from PIL import Image
 from pydub import AudioSegment
 
 from bot.config import Config
+from generation.analysis import integrated_loudness
 from generation.audio import (
     Audio,
     encode,
@@ -19,7 +20,6 @@ from generation.audio import (
     load_track,
     make_track,
     normalize,
-    rms_db,
     sweep_tracks,
 )
 from generation.errors import TrackTooLarge
@@ -75,7 +75,8 @@ def test_stereo_tracks_decode_back_in_every_format(fmt: str) -> None:
 
 def test_normalize_reaches_the_target_without_clipping() -> None:
     quiet = normalize(tone(2.0, level=0.01), -14.0)
-    assert rms_db(quiet.samples) == pytest.approx(-14.0, abs=0.1)
+    # BS.1770 integrated loudness now (was RMS dBFS): see tests/generation/test_loudness.py
+    assert integrated_loudness(quiet.samples, SR) == pytest.approx(-14.0, abs=0.1)
     loud = normalize(tone(2.0, level=0.9), -3.0)  # target would push the peak past -1 dBFS
     assert np.max(np.abs(loud.samples)) <= 10 ** (-1 / 20) + 1e-6
 
