@@ -53,3 +53,24 @@ async def test_apikey_on_discord_is_private_acts_as_the_member_and_admins_revoke
     assert f"#{bob.id}" in done
     with pytest.raises(UnknownKey):
         await keys.authenticate(bob_key)
+
+
+async def test_music_apikey_on_slack_is_private_and_charges_nothing(tmp_path: Path) -> None:
+    from tests.e2e.slack_fixtures import ADMIN, MEMBER, open_world, running_app
+
+    async with running_app(tmp_path) as bot, open_world(bot, "socket") as slack:
+        ledger = await slack.ledger()
+        await slack.command("apikey create --label jam")
+        text = await slack.wait_private("shown only once", user=MEMBER)
+        found = KEY.search(text)
+        assert found, text
+        assert not any(found.group(0) in str(m) for m in slack.fake.messages), "leaked"
+        key = await slack.service.apikeys.authenticate(found.group(0))
+        assert (key.platform, key.community, key.user, key.label) == (
+            "slack", slack.fake.team_id, MEMBER, "jam")
+
+        await slack.command(f"apikey revoke --member <@{MEMBER}>", user=ADMIN)
+        await slack.wait_private(f"#{key.id}", user=ADMIN)
+        with pytest.raises(UnknownKey):
+            await slack.service.apikeys.authenticate(found.group(0))
+        assert await slack.ledger() == ledger  # no prompt was read as /music
