@@ -260,7 +260,7 @@ COMMANDS: tuple[Command, ...] = (
         Option("label", Kind.TEXT, "A name to recognise the key by", limit=table.LABEL,
                example="jam-build"),
         Option("key", Kind.JOB, "Key number to revoke (see list)", limit=table.JOB,
-               example="3"),
+               positional=True, example="3"),
         Option("member", Kind.MEMBER, "Whose keys (admins only)", example="@ana",
                others=True),
     )),
