@@ -121,6 +121,12 @@ class LimitsConfig:
     blocked_words: list[Text] = field(default_factory=list)
     extend_seconds: Number = 10.0
     """Seconds of audio the Extend button adds, on every platform (priced as new audio)."""
+    max_clip_bytes: Annotated[Int, at_least(1024)] = 10 * 1024 * 1024
+    """Largest audio prompt file (``/music audio:`` / ``melody:``), checked before download."""
+    max_clip_s: Annotated[Number, Positive] = 30.0
+    """Longest audio prompt in seconds (continuation uses its last 10 s as context)."""
+    min_clip_s: Annotated[Number, Positive] = 0.5
+    """Shortest audio prompt in seconds."""
 
     @model_validator(mode="after")
     def _durations_fit(self) -> LimitsConfig:
@@ -162,6 +168,7 @@ def _default_catalogue() -> dict[str, str]:
         "stereo-medium": "facebook/musicgen-stereo-medium",
         "stereo-large": "facebook/musicgen-stereo-large",
         "debug": "debug",
+        "debug-melody": "debug-melody",
     }
 
 
