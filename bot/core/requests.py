@@ -11,6 +11,7 @@ import math
 import re
 import secrets
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,7 +34,7 @@ def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
     if not prompt:
         raise InvalidRequest("prompt", "describe the music you want (it is empty)")
     seed_given = request.seed not in (None, "")
-    return GenerationParams(
+    params = GenerationParams(
         prompt=prompt,
         duration=validate_duration(config, request.duration, model),
         model=model,
@@ -47,8 +48,9 @@ def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
                if request.genre else ""),
         tempo=optional(table.TEMPO, request.tempo),
         format=validate_format(request.format, config.audio.format),
-        **validate_clips(config, request, model),
     )
+    audio, melody = validate_clips(config, request, model)
+    return replace(params, audio_prompt=audio, melody_prompt=melody)
 
 
 def prompts_dir(config: Config) -> Path:
@@ -61,8 +63,10 @@ def supports_melody(config: Config, model: str) -> bool:
     return "melody" in config.model_source(model)
 
 
-def validate_clips(config: Config, request: MusicRequest, model: str) -> dict[str, str]:
-    """``audio_prompt``/``melody_prompt`` for GenerationParams, from stored clip paths.
+def validate_clips(
+    config: Config, request: MusicRequest, model: str
+) -> tuple[str | None, str | None]:
+    """``(audio_prompt, melody_prompt)`` for GenerationParams, from stored clip paths.
 
     Frontends store clips with :func:`bot.media.clips.intake` first; here only a path to such
     a stored file is accepted (never an arbitrary file of the host), and melody only for a
@@ -77,8 +81,7 @@ def validate_clips(config: Config, request: MusicRequest, model: str) -> dict[st
         melodic = sorted(k for k in config.models.catalogue if supports_melody(config, k))
         raise InvalidRequest("melody", f"the model '{model}' cannot follow a melody; use "
                              f"{' or '.join(melodic) or 'a melody model'}")
-    found = {"audio_prompt": audio, "melody_prompt": melody}
-    return {key: value for key, value in found.items() if value}
+    return audio or None, melody or None
 
 
 def _stored_clip(config: Config, field: str, value: Any) -> str:
