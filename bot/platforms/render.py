@@ -81,8 +81,19 @@ def receipt_text(receipt: Receipt, dialect: Dialect = PLAIN) -> str:
     return (
         f"🎵 Job #{job.id} queued — {place}{eta_text(receipt.eta_s)}\n"
         f"{describe_request(job, dialect)}\n"
+        f"{clip_note(job)}"
         f"Charged **{receipt.price}** tokens"
     )
+
+
+def clip_note(job: Job) -> str:
+    """A line saying what an audio prompt does to the track (empty without one)."""
+    seconds = f"{job.params.duration:g} s"
+    if job.params.audio_prompt:
+        return f"Continues your clip: the track is your clip, then {seconds} of new music.\n"
+    if job.params.melody_prompt:
+        return f"Follows the melody of your clip for {seconds}.\n"
+    return ""
 
 
 def charged_text(receipt: Receipt) -> str:

@@ -26,7 +26,8 @@ from bot.platforms.render import HELP_FOOTER, to_slack_mrkdwn
 
 PLATFORM = "slack"
 MUSIC = catalogue.command("music")
-FLAGS: dict[str, str] = {s: o.name for o in MUSIC.options if not o.rest for s in o.spellings}
+FLAGS: dict[str, str] = {s: o.name for o in MUSIC.options if not o.rest for s in o.spellings
+                         if o.kind is not Kind.ATTACHMENT}  # files come by message shortcut
 """Accepted flag spellings → :class:`MusicRequest` field."""
 ADMIN_WORD = catalogue.TOKENS.aliases[0]
 """Slack's name for the ``tokens`` group (``admin``): its commands hang off ``/music``."""
