@@ -306,7 +306,7 @@ class Worker:
         """The engine request for a job; for an extension, with the previous track's audio."""
         params = job.params
         if params.continue_from is None:
-            return await _clip_request(params)
+            return await clip_request(params)
         source = await self.service.source_track(params.continue_from)
         if not source:
             raise GenerationError(f"Job #{params.continue_from} has no stored track to extend.")
@@ -416,7 +416,7 @@ class Worker:
         await asyncio.shield(asyncio.ensure_future(work))
 
 
-async def _clip_request(params: GenerationParams) -> GenerationRequest:
+async def clip_request(params: GenerationParams) -> GenerationRequest:
     """A request with the member's stored clips: one to continue, or a melody to follow."""
     clip = melody = None
     if params.audio_prompt:

@@ -19,6 +19,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.config import Config
 from bot.core.errors import InvalidRequest
@@ -77,6 +78,21 @@ async def intake(config: Config, field: str, source: Path, model: str | None = N
                              f"{limit:g} s")
     channels = model_channels(config, model)
     return await _convert(config, field, source, channels)
+
+
+async def local_clips(config: Config, values: dict[str, Any]) -> dict[str, str]:
+    """Stored clip paths for ``audio``/``melody`` values that name local files.
+
+    For the console and ``musicbot generate``, whose user is the operator of this machine
+    (chat members never name host files: their clips come as platform attachments).
+    """
+    found = {}
+    for field in ("audio", "melody"):
+        value = values.get(field)
+        if value:
+            clip = await intake(config, field, Path(str(value)).expanduser(), values.get("model"))
+            found[field] = str(clip.path)
+    return found
 
 
 async def _probe_duration(field: str, source: Path) -> float:
