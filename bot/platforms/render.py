@@ -204,9 +204,16 @@ Failed renders are refunded automatically. Same seed gives a similar track, not 
 on other hardware."""
 
 
-def command_usage(command: catalogue.Command) -> str:
-    """``**/music** `prompt` `duration` `[model]`…``: a command and its options, Discord-style."""
-    words = [f"`{o.name}`" if o.required else f"`[{o.name}]`" for o in command.options]
+SLACK_CLIPS_HELP = ("Audio prompts: on a message with an audio file, use its shortcuts "
+                    "**Continue this clip** or **Follow this melody**.")
+
+
+def command_usage(command: catalogue.Command, files: bool = True) -> str:
+    """``**/music** `prompt` `duration` `[model]`…``: a command and its options, Discord-style.
+
+    ``files=False`` leaves out attachment options (Slack's slash commands carry no files)."""
+    options = [o for o in command.options if files or o.kind is not catalogue.Kind.ATTACHMENT]
+    words = [f"`{o.name}`" if o.required else f"`[{o.name}]`" for o in options]
     return " ".join([f"**/{command.qualified_name}**", *words])
 
 
@@ -219,7 +226,10 @@ def help_text(config: Config, frontend: str = "discord") -> str:
     for command in catalogue.COMMANDS:
         if command.on(frontend):
             admins = " (admins)" if command.access is catalogue.Access.ADMIN else ""
-            lines.append(f"{command_usage(command)} — {command.help}{admins}")
+            usage = command_usage(command, files=frontend != "slack")
+            lines.append(f"{usage} — {command.help}{admins}")
+    if frontend == "slack":
+        lines.append(SLACK_CLIPS_HELP)
     return "\n".join([*lines, HELP_FOOTER, summary(config)])
 
 

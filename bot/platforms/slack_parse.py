@@ -22,7 +22,7 @@ from typing import Any
 from bot.core import catalogue
 from bot.core.catalogue import Kind, Option
 from bot.core.models import MusicRequest
-from bot.platforms.render import HELP_FOOTER, to_slack_mrkdwn
+from bot.platforms.render import HELP_FOOTER, SLACK_CLIPS_HELP, to_slack_mrkdwn
 
 PLATFORM = "slack"
 MUSIC = catalogue.command("music")
@@ -43,6 +43,8 @@ def usage_of(entry: catalogue.Command) -> str:
     if entry.group:
         words = ["/music", ADMIN_WORD, entry.name]
     for option in entry.options:
+        if option.kind is Kind.ATTACHMENT:
+            continue  # no files in slash commands: message shortcuts instead (see HELP)
         shown = f"@{option.name}" if option.kind is Kind.MEMBER else option.name
         if option.positional:
             words.append(f"<{shown}>" if option.required else f"[{shown}]")
@@ -63,7 +65,7 @@ def _help() -> str:
         if entry.on(PLATFORM) and entry.name != "music":
             admins = " (admins)" if entry.access is catalogue.Access.ADMIN else ""
             lines.append(f"`{usage_of(entry)}` — {entry.help}{admins}")
-    return "\n".join([*lines, to_slack_mrkdwn(HELP_FOOTER)])
+    return "\n".join([*lines, to_slack_mrkdwn(SLACK_CLIPS_HELP), to_slack_mrkdwn(HELP_FOOTER)])
 
 
 HELP = _help()
