@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,28 @@ async def local_clips(config: Config, values: dict[str, Any]) -> dict[str, str]:
             clip = await intake(config, field, Path(str(value)).expanduser(), values.get("model"))
             found[field] = str(clip.path)
     return found
+
+
+def sweep_clips(config: Config, now: float | None = None) -> int:
+    """Delete stored clips older than ``audio.retention_days`` (0 keeps all); returns how many.
+
+    The same retention as tracks: a re-roll of an older clip job then fails, refunded, with
+    "attach it again". A clip uploaded again is written again, which renews its age.
+    """
+    days = config.audio.retention_days
+    folder = prompts_dir(config)
+    if days <= 0 or not folder.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - days * 86400
+    deleted = 0
+    for path in folder.glob("*.wav"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:
+            continue  # removed concurrently
+    return deleted
 
 
 async def _probe_duration(field: str, source: Path) -> float:

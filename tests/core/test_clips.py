@@ -125,3 +125,19 @@ async def test_audio_and_melody_together_are_refused(config: Config, tmp_path: P
     with pytest.raises(InvalidRequest, match="not both"):
         await order(service, member(), music(audio=str(clip.path), melody=str(clip.path),
                                              model="melody"))
+
+
+async def test_old_clips_are_swept_with_the_track_retention(config: Config,
+                                                             tmp_path: Path) -> None:
+    import os
+
+    from bot.media.clips import sweep_clips
+
+    old = await intake(config, "audio", clip_files.sine(tmp_path / "a.mp3", 1.0), "small")
+    new = await intake(config, "audio", clip_files.sine(tmp_path / "b.mp3", 1.0, freq=220),
+                       "small")
+    now = old.path.stat().st_mtime + 1
+    days = config.audio.retention_days
+    os.utime(old.path, (now - days * 86400 - 10, now - days * 86400 - 10))
+    assert sweep_clips(config, now) == 1
+    assert not old.path.exists() and new.path.exists()
