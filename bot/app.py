@@ -172,11 +172,13 @@ class App:
 
     async def _sweep_tracks_periodically(self) -> None:
         """Delete tracks past ``audio.retention_days`` now and then every hour."""
+        from bot.media.clips import sweep_clips
         from generation.audio import sweep_tracks
 
         while True:
             try:
                 deleted = await asyncio.to_thread(sweep_tracks, self.config)
+                deleted += await asyncio.to_thread(sweep_clips, self.config)
                 if deleted:
                     log.info("retention: deleted %d old track files", deleted)
             except OSError:

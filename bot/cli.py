@@ -280,18 +280,21 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> int:
     from bot.core.requests import validate_request
 
     require_ffmpeg()
-    params = validate_request(config, generate_request(args, _output_format(args, config)))
+    params = validate_request(config, _with_clips(config, generate_request(
+        args, _output_format(args, config))))
     output = Path(args.output or f"track.{params.format}")
     # Imported only now: torch takes seconds to import, and bad input should fail at once.
     from bot.app import load_engine
     from generation.audio import make_track
     from generation.errors import GenerationError
+    from generation.worker import clip_request
 
     engine = load_engine(config, params.model)
+    request = asyncio.run(clip_request(params))  # --audio / --melody: the stored clips
     print(f"model {params.model} on {engine.device} (loaded in {engine.load_s:.1f} s)"
           + (" — random weights: the output is NOISE" if engine.noise else ""), file=sys.stderr)
     bar = _ProgressBar()
-    (audio,) = engine.generate([params], on_progress=bar.update)
+    (audio,) = engine.generate([request], on_progress=bar.update)
     bar.close()
     try:
         track = make_track(audio, 0, params.format, 2**40, config, noise=engine.noise)
@@ -330,6 +333,18 @@ def _write_stems(output: Path, fmt: str, name: str, config: Config) -> None:
         path = output.with_name(f"{output.stem}.{stem}{output.suffix or '.' + fmt}")
         path.write_bytes(data)
         print(path)
+
+
+def _with_clips(config: Config, request: MusicRequest) -> MusicRequest:
+    """``--audio FILE`` / ``--melody FILE`` checked and stored as clips (see bot.media)."""
+    from dataclasses import replace
+
+    from bot.media.clips import local_clips
+
+    model = config.models.default
+    clips = asyncio.run(local_clips(config, {"audio": request.audio, "melody": request.melody,
+                                             "model": model}))
+    return replace(request, **clips)
 
 
 def _output_format(args: argparse.Namespace, config: Config) -> str | None:

@@ -125,6 +125,12 @@ class LimitsConfig:
     """Seconds of audio the Extend button adds, on every platform (priced as new audio)."""
     max_batch_prompts: Annotated[Int, span(1, 20)] = 5
     """Prompts one batch command (Slack ``/music batch``, Discord ``/batch``) may carry."""
+    max_clip_bytes: Annotated[Int, at_least(1024)] = 10 * 1024 * 1024
+    """Largest audio prompt file (``/music audio:`` / ``melody:``), checked before download."""
+    max_clip_s: Annotated[Number, Positive] = 30.0
+    """Longest audio prompt in seconds (continuation uses its last 10 s as context)."""
+    min_clip_s: Annotated[Number, Positive] = 0.5
+    """Shortest audio prompt in seconds."""
 
     @model_validator(mode="after")
     def _durations_fit(self) -> LimitsConfig:
@@ -166,6 +172,7 @@ def _default_catalogue() -> dict[str, str]:
         "stereo-medium": "facebook/musicgen-stereo-medium",
         "stereo-large": "facebook/musicgen-stereo-large",
         "debug": "debug",
+        "debug-melody": "debug-melody",
     }
 
 

@@ -234,6 +234,8 @@ class ContinuousBatcher:
     def _start(self, job: _Job) -> None:
         """Prepare conditioning, prompt and window plan, and open the first window."""
         engine, model, request = self.engine, self.engine.model, job.request
+        if request.melody_audio is not None:
+            raise GenerationError(f"The model {engine.source} cannot follow a melody.")
         new_s = request.new_seconds
         prompt_wav, tail_s = engine._continuation_prompt([request], new_s)
         fr = model.frame_rate

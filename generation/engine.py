@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +27,12 @@ from audiocraft.models import MusicGen
 from audiocraft.models.builders import get_debug_compression_model
 from audiocraft.models.lm import LMModel
 from audiocraft.modules.codebooks_patterns import DelayedPatternProvider
-from audiocraft.modules.conditioners import ConditionFuser, ConditioningProvider, LUTConditioner
+from audiocraft.modules.conditioners import (
+    ConditionFuser,
+    ConditioningAttributes,
+    ConditioningProvider,
+    LUTConditioner,
+)
 
 from bot.core.models import GenerationParams
 from generation.audio import Audio
@@ -60,6 +66,8 @@ class GenerationRequest:
     duration_s: float | None = None
     """Seconds of new audio; defaults to ``params.duration`` (the worker adds the fade it
     trims off the previous track when extending)."""
+    melody_audio: Audio | None = None
+    """A clip whose melody (chroma) conditions the row: melody models only."""
 
     @property
     def new_seconds(self) -> float:
@@ -102,6 +110,64 @@ def build_debug_model(device: str, max_duration: float = 30.0) -> MusicGen:
     model = MusicGen("debug", comp, lm, max_duration=30.0)
     model.max_duration = max_duration
     return model
+
+
+DEBUG_SOURCES = ("debug", "debug-melody")
+"""Sources built here with random weights (their output is noise)."""
+STEM_SOURCES = ("drums", "bass", "other", "vocals")
+"""htdemucs's sources, in its order (the chroma conditioner keeps all but drums and bass)."""
+
+
+def build_debug_melody_model(device: str, max_duration: float = 30.0) -> MusicGen:
+    """``musicgen-melody``'s architecture at toy size with random, seeded weights.
+
+    As ``facebook/musicgen-melody``: text by cross-attention, the melody's chroma (from the
+    clip with drums and bass removed by Demucs) *prepended* to the sequence. audiocraft's
+    ``ChromaStemConditioner`` loads the published ``htdemucs`` weights, which cannot be
+    downloaded here: a random-initialised ``HTDemucs`` of the same sources stands in, built
+    while the conditioner is constructed. Its output (and so the chroma) is noise.
+    """
+    from audiocraft.modules.conditioners import ChromaStemConditioner
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        comp = get_debug_compression_model(device)
+        with _random_htdemucs():
+            chroma = ChromaStemConditioner(
+                output_dim=16, sample_rate=int(comp.sample_rate), n_chroma=12, radix2_exp=12,
+                duration=max_duration, match_len_on_eval=True, device=device, argmax=True)
+        conditioners = {
+            "description": LUTConditioner(n_bins=128, dim=16, output_dim=16, tokenizer="noop"),
+            "self_wav": chroma,
+        }
+        provider = ConditioningProvider(conditioners, device=device)  # type: ignore[arg-type]
+        fuser = ConditionFuser({"cross": ["description"], "prepend": ["self_wav"], "sum": [],
+                                "input_interpolate": []})
+        lm = LMModel(
+            DelayedPatternProvider(n_q=4), provider, fuser, n_q=4, card=400, dim=16,
+            num_heads=4, custom=True, num_layers=2, cross_attention=True, causal=True,
+        )
+        lm = lm.to(device).eval()
+    model = MusicGen("debug-melody", comp, lm, max_duration=30.0)
+    model.max_duration = max_duration
+    return model
+
+
+@contextlib.contextmanager
+def _random_htdemucs() -> Iterator[None]:
+    """While active, ``demucs.pretrained.get_model`` builds a small random HTDemucs."""
+    from demucs import pretrained
+    from demucs.htdemucs import HTDemucs
+
+    def build(name: str, repo: object = None) -> HTDemucs:
+        return HTDemucs(sources=list(STEM_SOURCES), channels=8, t_layers=1).eval()
+
+    original = pretrained.get_model
+    pretrained.get_model = build  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        pretrained.get_model = original
 
 
 def load_model(source: str, device: str) -> MusicGen:
@@ -218,16 +284,17 @@ class Engine:
         start = time.perf_counter()
         if source == "debug":
             model = build_debug_model(device, max_duration or 30.0)
+        elif source == "debug-melody":
+            model = build_debug_melody_model(device, max_duration or 30.0)
         else:
             model = load_model(source, device)
             if max_duration is not None:
                 model.max_duration = min(model.max_duration, max_duration)
         load_s = time.perf_counter() - start
         log.info("loaded model %s on %s in %.1f s", source, device, load_s)
-        stride = min(extend_stride_s, model.max_duration * 0.6) if source == "debug" else (
-            extend_stride_s
-        )
-        return cls(model, source, device, noise=source == "debug", extend_stride_s=stride,
+        debug = source in DEBUG_SOURCES
+        stride = min(extend_stride_s, model.max_duration * 0.6) if debug else extend_stride_s
+        return cls(model, source, device, noise=debug, extend_stride_s=stride,
                    load_s=load_s)
 
     @property
@@ -312,13 +379,35 @@ class Engine:
         # each row is decoded on its own: batched decoding rounds differently per batch size,
         # and a seed must give the same audio with or without batch-mates.
         with self._conv_flags():
-            attributes, prompt_tokens = self.model._prepare_tokens_and_attributes(texts, prompt)
-        with row_generators([r.params.seed for r in requests], self.model.device):
+            attributes, prompt_tokens = self._prepare(texts, prompt, requests)
+        # Melody models: Demucs shifts the clip by a random offset (python's `random`) while
+        # the conditioning is computed; seeded by the first row so a seed keeps its track.
+        with (row_generators([r.params.seed for r in requests], self.model.device),
+              _python_random(p.seed)):
             tokens = self.model._generate_tokens(attributes, prompt_tokens, progress=True)
         with self._conv_flags():
             wavs = [self.model.generate_audio(tokens[i : i + 1])[0] for i in range(len(tokens))]
         progress.finish()
         return self._to_audio(wavs, requests, tail_s, new_s)
+
+    def _prepare(
+        self, texts: list[str], prompt: torch.Tensor | None, requests: list[GenerationRequest],
+    ) -> tuple[list[ConditioningAttributes], torch.Tensor | None]:
+        """audiocraft's conditioning and prompt tokens; with melodies, as
+        ``MusicGen.generate_with_chroma`` passes them (converted to the model's rate)."""
+        if all(r.melody_audio is None for r in requests):
+            return self.model._prepare_tokens_and_attributes(texts, prompt)
+        if not self.follows_melody:
+            raise GenerationError(f"The model {self.source} cannot follow a melody.")
+        melodies: list[torch.Tensor | None] = [
+            None if r.melody_audio is None else self._as_model_audio(r.melody_audio).to(
+                self.model.device) for r in requests]
+        return self.model._prepare_tokens_and_attributes(texts, prompt, melody_wavs=melodies)
+
+    @property
+    def follows_melody(self) -> bool:
+        """Whether the model has chroma (melody) conditioning (``musicgen-melody``)."""
+        return "self_wav" in self.model.lm.condition_provider.conditioners
 
     def _callback(
         self,
@@ -381,6 +470,17 @@ class Engine:
                 samples = np.concatenate([before, samples], axis=-1)
             out.append(Audio(np.ascontiguousarray(samples, dtype=np.float32), self.sample_rate))
         return out
+
+
+@contextlib.contextmanager
+def _python_random(seed: int) -> Iterator[None]:
+    """Seed python's global ``random`` for a block, then restore its state."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 @contextlib.contextmanager

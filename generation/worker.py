@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -372,7 +373,7 @@ class Worker:
         """The engine request for a job; for an extension, with the previous track's audio."""
         params = job.params
         if params.continue_from is None:
-            return GenerationRequest(params)
+            return await clip_request(params)
         source = await self.service.source_track(params.continue_from)
         if not source:
             raise GenerationError(f"Job #{params.continue_from} has no stored track to extend.")
@@ -480,6 +481,22 @@ class Worker:
     async def _settle(work: Awaitable[object]) -> None:
         """Run the bookkeeping to the end even if our task is cancelled meanwhile."""
         await asyncio.shield(asyncio.ensure_future(work))
+
+
+async def clip_request(params: GenerationParams) -> GenerationRequest:
+    """A request with the member's stored clips: one to continue, or a melody to follow."""
+    clip = melody = None
+    if params.audio_prompt:
+        clip = await asyncio.to_thread(_load_clip, params.audio_prompt)
+    if params.melody_prompt:
+        melody = await asyncio.to_thread(_load_clip, params.melody_prompt)
+    return GenerationRequest(params, continue_audio=clip, melody_audio=melody)
+
+
+def _load_clip(path: str) -> Audio:
+    if not os.path.isfile(path):
+        raise GenerationError("The audio clip is no longer stored; attach it again.")
+    return load_track(path)
 
 
 class OneAtATime:

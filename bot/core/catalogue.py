@@ -32,6 +32,9 @@ class Kind(Enum):
     MEMBER = "member"
     """Someone in the community: a Discord user, a Slack mention, a console id."""
     JOB = "job"
+    ATTACHMENT = "attachment"
+    """An uploaded file: a Discord attachment, a file path in the console and the CLI (Slack
+    slash commands carry no files: it has message shortcuts instead)."""
 
 
 class Access(Enum):
@@ -197,6 +200,10 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
     FORMAT,
     replace(_number(table.TAKES, "Variations to make, each charged (default from the config)",
                     "2"), default=None),
+    Option("audio", Kind.ATTACHMENT, "A clip to continue: the track is the clip, then new music",
+           example="riff.mp3"),
+    Option("melody", Kind.ATTACHMENT, "A clip whose melody to follow (melody models only)",
+           example="hum.mp3"),
 )
 """Every ``/music`` option, in the order help texts show them."""
 

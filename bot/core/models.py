@@ -153,6 +153,11 @@ class GenerationParams(_JsonColumn):
     format: str = "mp3"
     seed_given: bool = False
     continue_from: int | None = None
+    audio_prompt: str | None = None
+    """A stored clip (``<data_dir>/prompts/<sha256>.wav``) the model continues: the track is
+    the clip followed by ``duration`` new seconds (priced for the new seconds only)."""
+    melody_prompt: str | None = None
+    """A stored clip whose melody (chroma) conditions a ``musicgen-melody`` model."""
 
     @property
     def text(self) -> str:
@@ -369,3 +374,7 @@ class MusicRequest:
     format: Any = None
     takes: Any = None
     """How many takes (variations, consecutive seeds) to render; default from the config."""
+    audio: Any = None
+    """Path of a clip stored by :func:`bot.media.clips.intake` to continue (never a URL)."""
+    melody: Any = None
+    """Path of a stored clip whose melody a melody model follows."""

@@ -11,6 +11,8 @@ import math
 import re
 import secrets
 import unicodedata
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 from bot.config import FORMATS, Config
@@ -22,6 +24,7 @@ from bot.core.models import GenerationParams, MusicRequest
 MAX_SEED = int(table.SEED.high)
 MAX_JOB_ID = int(table.JOB.high)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+_CLIP_NAME = re.compile(r"^[0-9a-f]{64}\.wav$")
 
 
 def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
@@ -32,7 +35,7 @@ def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
         raise InvalidRequest("prompt", "describe the music you want (it is empty)")
     seed_given = request.seed not in (None, "")
     optional(table.TAKES, request.takes)  # refused here like every option; used by takes.py
-    return GenerationParams(
+    params = GenerationParams(
         prompt=prompt,
         duration=validate_duration(config, request.duration, model),
         model=model,
@@ -47,6 +50,51 @@ def validate_request(config: Config, request: MusicRequest) -> GenerationParams:
         tempo=optional(table.TEMPO, request.tempo),
         format=validate_format(request.format, config.audio.format),
     )
+    audio, melody = validate_clips(config, request, model)
+    return replace(params, audio_prompt=audio, melody_prompt=melody)
+
+
+def prompts_dir(config: Config) -> Path:
+    """Where stored audio prompts live: ``<data_dir>/prompts``."""
+    return config.data_path / "prompts"
+
+
+def supports_melody(config: Config, model: str) -> bool:
+    """Whether catalogue key ``model`` is a chroma-conditioned (``musicgen-melody``) model."""
+    return "melody" in config.model_source(model)
+
+
+def validate_clips(
+    config: Config, request: MusicRequest, model: str
+) -> tuple[str | None, str | None]:
+    """``(audio_prompt, melody_prompt)`` for GenerationParams, from stored clip paths.
+
+    Frontends store clips with :func:`bot.media.clips.intake` first; here only a path to such
+    a stored file is accepted (never an arbitrary file of the host), and melody only for a
+    model with chroma conditioning.
+    """
+    audio = _stored_clip(config, "audio", request.audio)
+    melody = _stored_clip(config, "melody", request.melody)
+    if audio and melody:
+        raise InvalidRequest("melody", "give either audio (to continue) or melody (to "
+                             "follow), not both")
+    if melody and not supports_melody(config, model):
+        melodic = sorted(k for k in config.models.catalogue if supports_melody(config, k))
+        raise InvalidRequest("melody", f"the model '{model}' cannot follow a melody; use "
+                             f"{' or '.join(melodic) or 'a melody model'}")
+    return audio or None, melody or None
+
+
+def _stored_clip(config: Config, field: str, value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    folder = prompts_dir(config).resolve()
+    path = Path(str(value)).resolve() if isinstance(value, (str, Path)) else None
+    if path is None or path.parent != folder or not _CLIP_NAME.match(path.name):
+        raise InvalidRequest(field, "attach an audio file (MP3, WAV, OGG, FLAC or M4A)")
+    if not path.is_file():
+        raise InvalidRequest(field, "the clip is no longer stored; attach it again")
+    return str(path)
 
 
 def validate_duration(config: Config, value: Any, model: str) -> float:

@@ -170,8 +170,12 @@ class ConsoleFrontend:
     # values by name, already checked for unknown, repeated and missing options.
 
     async def _cmd_music(self, values: Values) -> CommandResult:
+        from bot.media.clips import local_clips
+
+        clips = await local_clips(self.service.config, values)  # audio:/path/to/file.mp3
         receipt = await self.service.request_music(
-            self.actor, MusicRequest(**values), self._destination(), self._request_id())
+            self.actor, MusicRequest(**{**values, **clips}), self._destination(),
+            self._request_id())
         return self._queued(receipt)
 
     async def _cmd_reroll(self, values: Values) -> CommandResult:

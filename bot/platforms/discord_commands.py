@@ -96,6 +96,8 @@ def annotation(config: Config, option: Option) -> Any:
     """The type discord.py turns into the option's schema (type, range, length)."""
     if option.kind is Kind.MEMBER:
         return discord.User
+    if option.kind is Kind.ATTACHMENT:
+        return discord.Attachment
     bound = option.bounds(config)
     if isinstance(bound, TextLimit):
         return app_commands.Range[str, 1, bound.max_chars]
@@ -152,9 +154,29 @@ def _user_id(member: discord.abc.User | None) -> str | None:
 
 
 async def _music(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:
-    request, service = MusicRequest(**values), host.service
-    await host.start_job(interaction, lambda actor, dest, key: service.request_music(
-        actor, request, dest, key))
+    service = host.service
+
+    async def submit(actor: Any, dest: Any, key: str) -> Any:
+        # After the defer: downloading and checking a clip can take longer than 3 s.
+        clips = await _attached_clips(host, values)
+        return await service.request_music(actor, MusicRequest(**{**values, **clips}), dest,
+                                           key)
+
+    await host.start_job(interaction, submit)
+
+
+async def _attached_clips(host: DiscordHost, values: dict[str, Any]) -> dict[str, str]:
+    """Stored clip paths for the ``audio``/``melody`` attachments (size checked first)."""
+    from bot.media.download import clip_from_url
+
+    found = {}
+    for field in ("audio", "melody"):
+        attachment = values.get(field)
+        if isinstance(attachment, discord.Attachment):
+            clip = await clip_from_url(host.config, field, attachment.url, attachment.size,
+                                       values.get("model"))
+            found[field] = str(clip.path)
+    return found
 
 
 async def _batch(host: DiscordHost, interaction: Interaction, values: dict[str, Any]) -> None:

@@ -88,6 +88,7 @@ def receipt_text(receipt: Receipt, dialect: Dialect = PLAIN) -> str:
     return (
         f"🎵 Job #{job.id} queued — {place}{eta_text(receipt.eta_s)}\n"
         f"{describe_request(job, dialect)}\n"
+        f"{clip_note(job)}"
         f"Charged **{receipt.price}** tokens"
     )
 
@@ -102,6 +103,16 @@ def group_receipt_text(receipt: Receipt, dialect: Dialect = PLAIN) -> str:
               for n, job in enumerate(group, start=1)]
     lines.append(f"Charged **{receipt.price}** tokens in all; they arrive in one message.")
     return "\n".join(lines)
+
+
+def clip_note(job: Job) -> str:
+    """A line saying what an audio prompt does to the track (empty without one)."""
+    seconds = f"{job.params.duration:g} s"
+    if job.params.audio_prompt:
+        return f"Continues your clip: the track is your clip, then {seconds} of new music.\n"
+    if job.params.melody_prompt:
+        return f"Follows the melody of your clip for {seconds}.\n"
+    return ""
 
 
 def charged_text(receipt: Receipt) -> str:
@@ -330,9 +341,16 @@ Failed renders are refunded automatically. Same seed gives a similar track, not 
 on other hardware."""
 
 
-def command_usage(command: catalogue.Command) -> str:
-    """``**/music** `prompt` `duration` `[model]`…``: a command and its options, Discord-style."""
-    words = [f"`{o.name}`" if o.required else f"`[{o.name}]`" for o in command.options]
+SLACK_CLIPS_HELP = ("Audio prompts: on a message with an audio file, use its shortcuts "
+                    "**Continue this clip** or **Follow this melody**.")
+
+
+def command_usage(command: catalogue.Command, files: bool = True) -> str:
+    """``**/music** `prompt` `duration` `[model]`…``: a command and its options, Discord-style.
+
+    ``files=False`` leaves out attachment options (Slack's slash commands carry no files)."""
+    options = [o for o in command.options if files or o.kind is not catalogue.Kind.ATTACHMENT]
+    words = [f"`{o.name}`" if o.required else f"`[{o.name}]`" for o in options]
     return " ".join([f"**/{command.qualified_name}**", *words])
 
 
@@ -345,7 +363,10 @@ def help_text(config: Config, frontend: str = "discord") -> str:
     for command in catalogue.COMMANDS:
         if command.on(frontend):
             admins = " (admins)" if command.access is catalogue.Access.ADMIN else ""
-            lines.append(f"{command_usage(command)} — {command.help}{admins}")
+            usage = command_usage(command, files=frontend != "slack")
+            lines.append(f"{usage} — {command.help}{admins}")
+    if frontend == "slack":
+        lines.append(SLACK_CLIPS_HELP)
     return "\n".join([*lines, HELP_FOOTER, summary(config)])
 
 

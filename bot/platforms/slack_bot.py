@@ -126,6 +126,9 @@ class SlackFrontend:
         self.app.action(ACTION_PATTERN)(self._on_button)
         self.app.event("app_home_opened")(self._on_home_opened)
         self.app.error(self._on_error)
+        from bot.platforms import slack_clips  # message shortcuts for audio prompts
+
+        slack_clips.register(self)
 
     async def start(self) -> None:
         """Connect: open the Socket Mode websocket, or listen for signed HTTP requests."""

@@ -22,11 +22,12 @@ from typing import Any
 from bot.core import catalogue
 from bot.core.catalogue import Kind, Option
 from bot.core.models import MusicRequest
-from bot.platforms.render import HELP_FOOTER, to_slack_mrkdwn
+from bot.platforms.render import HELP_FOOTER, SLACK_CLIPS_HELP, to_slack_mrkdwn
 
 PLATFORM = "slack"
 MUSIC = catalogue.command("music")
-FLAGS: dict[str, str] = {s: o.name for o in MUSIC.options if not o.rest for s in o.spellings}
+FLAGS: dict[str, str] = {s: o.name for o in MUSIC.options if not o.rest for s in o.spellings
+                         if o.kind is not Kind.ATTACHMENT}  # files come by message shortcut
 """Accepted flag spellings → :class:`MusicRequest` field."""
 ADMIN_WORD = catalogue.TOKENS.aliases[0]
 """Slack's name for the ``tokens`` group (``admin``): its commands hang off ``/music``."""
@@ -42,6 +43,8 @@ def usage_of(entry: catalogue.Command) -> str:
     if entry.group:
         words = ["/music", ADMIN_WORD, entry.name]
     for option in entry.options:
+        if option.kind is Kind.ATTACHMENT:
+            continue  # no files in slash commands: message shortcuts instead (see HELP)
         shown = f"@{option.name}" if option.kind is Kind.MEMBER else option.name
         if option.positional:
             words.append(f"<{shown}>" if option.required else f"[{shown}]")
@@ -65,7 +68,7 @@ def _help() -> str:
         if entry.on(PLATFORM) and entry.name != "music":
             admins = " (admins)" if entry.access is catalogue.Access.ADMIN else ""
             lines.append(f"`{usage_of(entry)}` — {entry.help}{admins}")
-    return "\n".join([*lines, to_slack_mrkdwn(HELP_FOOTER)])
+    return "\n".join([*lines, to_slack_mrkdwn(SLACK_CLIPS_HELP), to_slack_mrkdwn(HELP_FOOTER)])
 
 
 HELP = _help()

@@ -39,7 +39,7 @@ from tests.bad_input.test_limits_parity import discord_accepts
 from tests.core.conftest import make_config
 
 DISCORD_TYPES = {Kind.TEXT: 3, Kind.CHOICE: 3, Kind.MODEL: 3, Kind.INTEGER: 4, Kind.JOB: 4,
-                 Kind.MEMBER: 6, Kind.NUMBER: 10}
+                 Kind.MEMBER: 6, Kind.NUMBER: 10, Kind.ATTACHMENT: 11}
 
 
 def discord_schema(config: Config) -> dict[str, dict[str, Any]]:

@@ -55,6 +55,21 @@ class Call:
 
 
 @dataclass
+class FakeFile:
+    """A file a member attaches to a slash command option; the fake serves it on 127.0.0.1.
+
+    ``declared_size`` overrides the size Discord reports (None: the real length).
+    """
+
+    filename: str
+    data: bytes
+    content_type: str = "audio/mpeg"
+    declared_size: int | None = None
+    downloads: int = 0
+    """How many times the bot fetched it (a too-big file must not be fetched at all)."""
+
+
+@dataclass
 class FakeUser:
     id: int
     name: str
@@ -183,6 +198,8 @@ class FakeDiscord:
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         """Synced command schemas: guild id (None = global) → commands."""
         self.interactions: dict[int, FakeInteraction] = {}
+        self.files: dict[int, FakeFile] = {}
+        """Attachments served at ``/attachments/<id>/<filename>`` (Discord's CDN)."""
         self.identify_count = 0
         self.failures: list[tuple[str, re.Pattern[str], int, dict[str, str]]] = []
         self._ws: web.WebSocketResponse | None = None
@@ -225,6 +242,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{id}/{name}", self._attachment)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -437,12 +455,32 @@ class FakeDiscord:
                 member = self._resolved_member(value)
                 if member is not None:
                     resolved.setdefault("members", {})[str(value.id)] = member
+            elif isinstance(value, FakeFile):
+                option["value"] = self._attach(value, data)
             else:
                 option["value"] = value
             if name == focused:
                 option["focused"] = True
             out.append(option)
         return out
+
+    def _attach(self, file: FakeFile, data: dict[str, Any]) -> str:
+        """Register ``file`` as an uploaded attachment; its id goes in the option value."""
+        attachment_id = self.snowflake()
+        self.files[attachment_id] = file
+        url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{file.filename}"
+        size = len(file.data) if file.declared_size is None else file.declared_size
+        data.setdefault("resolved", {}).setdefault("attachments", {})[str(attachment_id)] = {
+            "id": str(attachment_id), "filename": file.filename, "size": size, "url": url,
+            "proxy_url": url, "content_type": file.content_type}
+        return str(attachment_id)
+
+    async def _attachment(self, request: web.Request) -> web.StreamResponse:
+        file = self.files.get(int(request.match_info["id"]))
+        if file is None or file.filename != request.match_info["name"]:
+            return web.Response(status=404)
+        file.downloads += 1
+        return web.Response(body=file.data, content_type=file.content_type)
 
     def _resolved_member(self, user: FakeUser) -> dict[str, Any] | None:
         for guild in self.guilds.values():

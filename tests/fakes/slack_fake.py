@@ -98,6 +98,11 @@ class FakeSlack:
         self.pending_files: dict[str, JsonDict] = {}
         self.shared_files: list[SharedFile] = []
         self.views: dict[str, JsonDict] = {}
+        self.opened_views: list[JsonDict] = []
+        """Modals the app opened with views.open (each with its ``trigger_id`` and ``id``)."""
+        self.hosted: dict[str, tuple[str, bytes]] = {}
+        """Files members uploaded: id → (name, bytes), served at ``url_private_download``."""
+        self.file_downloads: dict[str, int] = {}
         self.request_url: str | None = None
         """Where signed HTTP requests go (the app's Request URL) in HTTP mode."""
         self._failures: dict[str, _Failure] = {}
@@ -116,6 +121,7 @@ class FakeSlack:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/response/{hook}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files/{file_id}/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -211,6 +217,46 @@ class FakeSlack:
             "response_url": f"{self.url}/response/{hook}",
             "actions": [{"type": "button", "action_id": action_id, "block_id": "b",
                          "value": value, "action_ts": f"{time.time():.6f}"}],
+        }
+
+    def host_file(self, name: str, data: bytes, *, mimetype: str = "audio/mpeg",
+                  size: int | None = None) -> JsonDict:
+        """A file a member uploaded, as it appears in a message's ``files`` (``size`` overrides
+        the declared size). Downloading it needs the bot token, as on Slack."""
+        file_id = f"F{next(self._ids):08d}"
+        self.hosted[file_id] = (name, data)
+        url = f"{self.url}/files/{file_id}/{name}"
+        return {"id": file_id, "name": name, "mimetype": mimetype,
+                "filetype": name.rsplit(".", 1)[-1], "size": len(data) if size is None else size,
+                "url_private": url, "url_private_download": url}
+
+    def message_shortcut(self, callback_id: str, *, user: str, channel: str,
+                         files: list[JsonDict] | None = None) -> JsonDict:
+        """A ``message_action`` payload: a member picked a shortcut on a message."""
+        return {
+            "type": "message_action", "callback_id": callback_id, "token": "legacy",
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex[:12]}",
+            "action_ts": f"{time.time():.6f}",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "user": {"id": user, "username": self.users.get(user, {}).get("name", user),
+                     "team_id": self.team_id},
+            "channel": {"id": channel, "name": self.channels[channel].name},
+            "message": {"type": "message", "ts": "1.000001", "user": user, "text": "my riff",
+                        "files": files or []},
+            "response_url": f"{self.url}/response/{uuid.uuid4().hex}",
+        }
+
+    def view_submission(self, view: JsonDict, *, user: str, values: dict[str, str]) -> JsonDict:
+        """A ``view_submission`` payload: the member filled ``view``'s inputs and submitted."""
+        state = {block: {block: {"type": "plain_text_input", "value": value}}
+                 for block, value in values.items()}
+        return {
+            "type": "view_submission", "token": "legacy",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "user": {"id": user, "username": self.users.get(user, {}).get("name", user),
+                     "team_id": self.team_id},
+            "view": {**view, "state": {"values": state}},
+            "api_app_id": "A0FAKE",
         }
 
     def home_opened(self, user: str) -> JsonDict:
@@ -354,6 +400,25 @@ class FakeSlack:
         view = _json(args.get("view"))
         self.views[args.get("user_id", "")] = view
         return {"ok": True, "view": {"id": "V0FAKE", **view}}
+
+    def _m_views_open(self, args: JsonDict) -> JsonDict:
+        if not args.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view = {**_json(args.get("view")), "id": f"V{next(self._ids):06d}",
+                "trigger_id": args["trigger_id"]}
+        self.opened_views.append(view)
+        return {"ok": True, "view": view}
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """``url_private_download``: the bytes, only with the bot token (as Slack)."""
+        file_id = request.match_info["file_id"]
+        hosted = self.hosted.get(file_id)
+        if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            return web.Response(status=403, text="login required")
+        if hosted is None or hosted[0] != request.match_info["name"]:
+            return web.Response(status=404)
+        self.file_downloads[file_id] = self.file_downloads.get(file_id, 0) + 1
+        return web.Response(body=hosted[1], content_type="application/octet-stream")
 
     def _m_files_getUploadURLExternal(self, args: JsonDict) -> JsonDict:
         if not args.get("filename") or not str(args.get("length", "")).isdigit():
