@@ -111,7 +111,10 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     first = musicbot("db", "upgrade", cwd=tmp_path)
     second = musicbot("db", "upgrade", cwd=tmp_path)
     assert first.returncode == second.returncode == 0
-    assert "applied migrations [1, 2, 3]" in first.stdout
+    # every migration, whatever the numbers (they may have gaps while branches are apart)
+    from bot.core.db import MIGRATIONS
+
+    assert f"applied migrations {[m[0] for m in MIGRATIONS]}" in first.stdout
     assert "up to date" in second.stdout
 
 
