@@ -144,7 +144,7 @@ async def test_buttons_keep_working_after_a_restart(world: DiscordWorld):
     assert world.fake.identify_count == 2
     synced = {c["name"] for c in world.fake.commands[world.studio.id]}
     assert synced == {"music", "balance", "history", "queue", "cancel", "track", "price",
-                      "help", "tokens"}
+                      "help", "tokens", "share", "unshare"}
 
     reroll = await world.fake.click(track, f"musicbot:reroll:{job}", user=world.bob,
                                     guild=world.studio)
