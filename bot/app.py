@@ -16,13 +16,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.config import Config
 from bot.core.db import Database
+from bot.core.errors import MusicBotError
 from bot.core.ports import Frontend
 from bot.core.recovery import RecoveryReport
+from bot.core.relay import EventRelay
 from bot.core.service import MusicService
+from bot.core.storage import retention_cutoff
 from bot.metrics import Metrics
 from bot.ops_http import Health, OpsServer, database_reachable, frontend_up
 
@@ -32,6 +35,9 @@ if TYPE_CHECKING:  # torch loads with generation: only the commands that render 
 log = logging.getLogger(__name__)
 
 TRACK_SWEEP_INTERVAL_S = 3600.0
+
+Role = Literal["run", "worker", "frontends"]
+"""What one process does: everything, only rendering, or only chat and delivery."""
 
 
 class RunnableFrontend(Frontend, Protocol):
@@ -59,6 +65,8 @@ class App:
         self.metrics.delivery = self.service.delivery
         self.ops = OpsServer(self.health, self.metrics, self.db)
         self._renders = False
+        self.role: Role = "run"
+        self.relay: EventRelay | None = None
 
     @staticmethod
     @contextlib.asynccontextmanager
@@ -77,13 +85,20 @@ class App:
         self.service.register_frontend(frontend)
 
     async def start(
-        self, *, worker: bool = True, render_for: frozenset[str] | None = None
+        self, *, worker: bool = True, render_for: frozenset[str] | None = None,
+        role: Role = "run",
     ) -> None:
         """Open the database, load models, start recovery, worker, delivery and frontends.
 
         ``worker=False`` renders nothing (and so recovers nothing); ``render_for`` limits the
         worker to jobs of those platforms (the local console renders only its own).
+        ``role``: ``run`` (everything), ``worker`` (models and rendering; no delivery) or
+        ``frontends`` (chat, delivery and recovery; no models, torch is never imported).
         """
+        self.role = role
+        if role == "frontends":
+            await self._start_frontends_role()
+            return
         from generation.worker import Worker
 
         await self.db.open()
@@ -103,13 +118,37 @@ class App:
                 self._spawn(self._recover_periodically(), "recovery")
                 await self.worker.warm_up()  # no cold start for the first member
                 await self.worker.start()
-            for frontend in self.frontends:
-                if hasattr(frontend, "start"):
-                    await frontend.start()
-            self._spawn(self.service.delivery.run_forever(), "delivery")
+            if role == "run":
+                await self._start_frontends()
         except BaseException:
             await self.stop()
             raise
+
+    async def _start_frontends_role(self) -> None:
+        """``musicbot frontends``: chat, delivery, relay and recovery; nothing renders here."""
+        await self.db.open()
+        try:
+            await self._start_ops()
+            await self.service.start()
+            self._spawn(self.service.leases.run_forever(), "leases")
+            self._spawn(self._sweep_tracks_periodically(), "retention")
+            self.recovery_report = await self.service.recovery.recover()
+            self._spawn(self._recover_periodically(), "recovery")
+            await self._start_frontends()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_frontends(self) -> None:
+        """Start the frontends, the delivery stage and the relay of other processes' changes."""
+        for frontend in self.frontends:
+            if hasattr(frontend, "start"):
+                await frontend.start()
+        self._spawn(self.service.delivery.run_forever(), "delivery")
+        if self.frontends:
+            self.relay = EventRelay(self.db, self.service.notifier, owner=self.service.owner,
+                                    interval_s=progress_poll_s(self.config, self.frontends))
+            self._spawn(self.relay.run_forever(), "relay")
 
     async def stop(self) -> None:
         """Stop cleanly: running jobs go back to the queue, nothing is lost or charged twice."""
@@ -120,7 +159,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self.db.is_open:
+        if self.db.is_open and self._delivers:
             await self.service.delivery.stop()
         await self.service.drain_events()
         for frontend in reversed(self.frontends):
@@ -141,7 +180,8 @@ class App:
             "frontends": frontends,
         }
         report["ok"] = bool(report["database"] and report["worker"] is not False
-                            and report["models"] and all(frontends.values()))
+                            and (report["models"] or self.role == "frontends")
+                            and all(frontends.values()))
         return report
 
     async def _start_ops(self) -> None:
@@ -156,6 +196,10 @@ class App:
             log.error("ops endpoint: cannot listen on %s:%d (%s); running without it",
                       ops.http_host, ops.http_port, exc.strerror or exc)
 
+    @property
+    def _delivers(self) -> bool:
+        return self.role != "worker"
+
     def _spawn(self, work: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
 
@@ -164,15 +208,15 @@ class App:
         await self.service.recovery.run_forever()
 
     async def _sweep_tracks_periodically(self) -> None:
-        """Delete tracks past ``audio.retention_days`` now and then every hour."""
-        from generation.audio import sweep_tracks
-
+        """Delete tracks past ``audio.retention_days`` (in the store and this process's local
+        folder or cache) now and then every hour."""
         while True:
             try:
-                deleted = await asyncio.to_thread(sweep_tracks, self.config)
+                cutoff = retention_cutoff(self.config)
+                deleted = 0 if cutoff is None else await self.service.tracks.sweep(cutoff)
                 if deleted:
                     log.info("retention: deleted %d old track files", deleted)
-            except OSError:
+            except (OSError, MusicBotError):
                 log.warning("retention sweep failed", exc_info=True)
             await asyncio.sleep(TRACK_SWEEP_INTERVAL_S)
 
@@ -228,6 +272,15 @@ def chat_frontends(config: Config, service: MusicService) -> list[Any]:
 
         frontends.append(SlackFrontend(config, service))
     return frontends
+
+
+def progress_poll_s(config: Config, frontends: list[Any]) -> float:
+    """How often a frontends process reads other processes' job changes: the quickest edit
+    pace of its platforms (Discord's, Slack's; others use Discord's)."""
+    paces = {"discord": config.discord.progress_edit_interval_s,
+             "slack": config.slack.progress_edit_interval_s}
+    return float(min(paces.get(f.platform, config.discord.progress_edit_interval_s)
+                     for f in frontends))
 
 
 def _slack_mode_ready(config: Config) -> bool:

@@ -141,6 +141,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         UPDATE jobs SET batch_key = json_extract(params, '$.model');
         """,
     ),
+    (
+        9,
+        "job progress on the row, for frontends in another process",
+        """
+        ALTER TABLE jobs ADD COLUMN progress REAL;
+        ALTER TABLE jobs ADD COLUMN progress_at REAL;
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

@@ -28,7 +28,8 @@ from bot.core import faults, jobs
 from bot.core.db import Database
 from bot.core.errors import DeliveryError
 from bot.core.events import Notifier
-from bot.core.models import EventKind, Job, JobEvent
+from bot.core.models import EventKind, Job, JobEvent, Track
+from bot.core.storage import DirectoryStore, StorageError, TrackStore
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ class Delivery:
     def __init__(
         self, config: Config, db: Database, notifier: Notifier, *, owner: str,
         ready: asyncio.Event, clock: Callable[[], float] = time.time,
+        store: TrackStore | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.owner = owner
+        self.store: TrackStore = store or DirectoryStore(config.tracks_path)
         self._notifier = notifier
         self._ready = ready
         self._clock = clock
@@ -108,7 +111,8 @@ class Delivery:
             if frontend is None:
                 raise DeliveryError(f"the {job.destination.platform} connection is not "
                                     "running")
-            await asyncio.wait_for(frontend.deliver(job, job.track), DELIVERY_TIMEOUT_S)
+            track = await self._local_track(job)
+            await asyncio.wait_for(frontend.deliver(job, track), DELIVERY_TIMEOUT_S)
         except DeliveryError as exc:
             error = exc
         except TimeoutError:
@@ -121,6 +125,18 @@ class Delivery:
             await self._delivered(job)
         else:
             await self._failed(job, error)
+
+    async def _local_track(self, job: Job) -> Track:
+        """The job's track on this machine: the worker that made it may be elsewhere."""
+        assert job.track is not None
+        try:
+            track = await self.store.local(job.track)
+        except StorageError as exc:
+            raise DeliveryError(f"the track store is unreachable ({exc.user_message})") from exc
+        if track is None:
+            raise DeliveryError("the track file is missing from the track store",
+                                retryable=False)
+        return track
 
     async def _delivered(self, job: Job) -> None:
         async with self.db.write() as conn:
