@@ -8,6 +8,11 @@ frontends). On stop the worker first hands its running jobs back to the queue, d
 under way finish, notifications drain, then the frontends disconnect and the database closes.
 The ops endpoint (``/healthz``, ``/metrics``; ``ops.http_port``, off when 0) listens from the
 database's opening, so a health check sees a bot still loading its models as not ready.
+
+Roles (docs/scaling.md): ``run`` is all of the above; ``worker`` loads models and renders but
+starts no frontend and no delivery; ``frontends`` loads no model (torch is never imported),
+and runs the frontends, delivery, recovery and the relay that shows other processes' job
+changes (:mod:`bot.core.relay`).
 """
 
 from __future__ import annotations
