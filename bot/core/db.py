@@ -147,6 +147,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """
         ALTER TABLE jobs ADD COLUMN progress REAL;
         ALTER TABLE jobs ADD COLUMN progress_at REAL;
+        CREATE INDEX jobs_by_finish ON jobs (state, finished_at);
         """,
     ),
 ]

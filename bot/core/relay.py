@@ -99,10 +99,16 @@ class EventRelay:
         marks = ",".join("?" * len(platforms))
         watched = [job_id for job_id, seen in self._seen.items() if seen.kind in LIVE]
         among = f" OR j.id IN ({','.join('?' * len(watched))})" if watched else ""
-        where = (f"WHERE a.platform IN ({marks}) AND (j.state = 'running'{among} OR "
-                 "(j.state IN ('failed', 'cancelled') AND j.finished_at >= ?)) ORDER BY j.id")
+        live = f"WHERE a.platform IN ({marks}) AND (j.state = 'running'{among})"
+        # A query of its own, so that it reads only the recent end of jobs_by_finish
+        # (migration 9) instead of every failed job there ever was.
+        ended = (f"WHERE j.state IN ('failed', 'cancelled') AND j.finished_at >= ? "
+                 f"AND a.platform IN ({marks})")
         async with self.db.reader_snapshot() as conn:
-            found = await jobs.select(conn, where, [*platforms, *watched, since])
+            found = await jobs.select(conn, live, [*platforms, *watched])
+            seen_ids = {job.id for job in found}
+            found += [job for job in await jobs.select(conn, ended, [since, *platforms])
+                      if job.id not in seen_ids]
             marks_ids = ",".join("?" * len(found))
             rows = await conn.execute_fetchall(
                 f"SELECT id, progress FROM jobs WHERE id IN ({marks_ids})",
