@@ -153,3 +153,26 @@ async def test_an_unreachable_bucket_puts_the_job_back_and_never_logs_the_secret
     assert after.state is JobState.QUEUED and after.refunded == 0  # retried, nothing charged
     assert "could not be stored" in (after.error or "")
     assert SECRET not in caplog.text
+
+
+async def test_a_shared_folder_mounted_elsewhere_still_delivers(
+    tmp_path: Path, open_service: Callable[..., Any], frontend: RecordingFrontend
+) -> None:
+    """``storage.kind: directory``: the worker's machine mounts the volume at another path."""
+    volume = tmp_path / "volume"
+    here = dataclasses.replace(make_config(tmp_path),
+                               storage=StorageConfig(kind="directory", path=str(volume)))
+    frontends = await open_service(here)
+    await order(frontends, member())
+    [job] = await frontends.settlement.claim(1)
+    written = write_track(here, job.id)
+    elsewhere = "/mnt/worker-7/tracks"  # what the worker wrote in the row
+    moved = dataclasses.replace(written, path=f"{elsewhere}/{job.id}.mp3",
+                                waveform_path=f"{elsewhere}/{job.id}.png",
+                                waveform_data_path=f"{elsewhere}/{job.id}.waveform.json")
+    await frontends.settlement.rendered(job, moved)
+
+    assert await frontends.delivery.deliver_due() == 1
+    assert frontend.delivered[job.id].path == str(volume / f"{job.id}.mp3")
+    _, again = await frontends.stored_track(member(), job.id)
+    assert Path(again.path).read_bytes().startswith(b"ID3-fake-mp3-")
