@@ -207,7 +207,7 @@ async def _run(config: Config, role: Role = "run") -> int:
             for task in (waiter, repl):
                 task.cancel()
         else:
-            log.info("musicbot %s is running; press Ctrl+C to stop", role)
+            log.info("musicbot is running (%s); press Ctrl+C to stop", role)
             await stop.wait()
     finally:
         log.info("shutting down: running jobs go back to the queue")
