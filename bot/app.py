@@ -8,6 +8,11 @@ frontends). On stop the worker first hands its running jobs back to the queue, d
 under way finish, notifications drain, then the frontends disconnect and the database closes.
 The ops endpoint (``/healthz``, ``/metrics``; ``ops.http_port``, off when 0) listens from the
 database's opening, so a health check sees a bot still loading its models as not ready.
+
+Roles (docs/scaling.md): ``run`` is all of the above; ``worker`` loads models and renders but
+starts no frontend and no delivery; ``frontends`` loads no model (torch is never imported),
+and runs the frontends, delivery, recovery and the relay that shows other processes' job
+changes (:mod:`bot.core.relay`).
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.config import Config
 from bot.core.db import Database
+from bot.core.errors import MusicBotError
 from bot.core.ports import Frontend
 from bot.core.recovery import RecoveryReport
+from bot.core.relay import EventRelay
 from bot.core.service import MusicService
+from bot.core.storage import retention_cutoff
 from bot.metrics import Metrics
 from bot.ops_http import Health, OpsServer, database_reachable, frontend_up
 
@@ -33,6 +41,9 @@ if TYPE_CHECKING:  # torch loads with generation: only the commands that render 
 log = logging.getLogger(__name__)
 
 TRACK_SWEEP_INTERVAL_S = 3600.0
+
+Role = Literal["run", "worker", "frontends"]
+"""What one process does: everything, only rendering, or only chat and delivery."""
 
 
 class RunnableFrontend(Frontend, Protocol):
@@ -60,6 +71,8 @@ class App:
         self.metrics.delivery = self.service.delivery
         self.ops = OpsServer(self.health, self.metrics, self.db)
         self._renders = False
+        self.role: Role = "run"
+        self.relay: EventRelay | None = None
 
     @staticmethod
     @contextlib.asynccontextmanager
@@ -78,13 +91,20 @@ class App:
         self.service.register_frontend(frontend)
 
     async def start(
-        self, *, worker: bool = True, render_for: frozenset[str] | None = None
+        self, *, worker: bool = True, render_for: frozenset[str] | None = None,
+        role: Role = "run",
     ) -> None:
         """Open the database, load models, start recovery, worker, delivery and frontends.
 
         ``worker=False`` renders nothing (and so recovers nothing); ``render_for`` limits the
         worker to jobs of those platforms (the local console renders only its own).
+        ``role``: ``run`` (everything), ``worker`` (models and rendering; no delivery) or
+        ``frontends`` (chat, delivery and recovery; no models, torch is never imported).
         """
+        self.role = role
+        if role == "frontends":
+            await self._start_frontends_role()
+            return
         from generation.worker import Worker
 
         await self.db.open()
@@ -110,13 +130,37 @@ class App:
                 self._spawn(self._recover_periodically(), "recovery")
                 await self.worker.warm_up()  # no cold start for the first member
                 await self.worker.start()
-            for frontend in self.frontends:
-                if hasattr(frontend, "start"):
-                    await frontend.start()
-            self._spawn(self.service.delivery.run_forever(), "delivery")
+            if role == "run":
+                await self._start_frontends()
         except BaseException:
             await self.stop()
             raise
+
+    async def _start_frontends_role(self) -> None:
+        """``musicbot frontends``: chat, delivery, relay and recovery; nothing renders here."""
+        await self.db.open()
+        try:
+            await self._start_ops()
+            await self.service.start()
+            self._spawn(self.service.leases.run_forever(), "leases")
+            self._spawn(self._sweep_tracks_periodically(), "retention")
+            self.recovery_report = await self.service.recovery.recover()
+            self._spawn(self._recover_periodically(), "recovery")
+            await self._start_frontends()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_frontends(self) -> None:
+        """Start the frontends, the delivery stage and the relay of other processes' changes."""
+        for frontend in self.frontends:
+            if hasattr(frontend, "start"):
+                await frontend.start()
+        self._spawn(self.service.delivery.run_forever(), "delivery")
+        if self.frontends:
+            self.relay = EventRelay(self.db, self.service.notifier, owner=self.service.owner,
+                                    interval_s=progress_poll_s(self.config, self.frontends))
+            self._spawn(self.relay.run_forever(), "relay")
 
     async def stop(self) -> None:
         """Stop cleanly: running jobs go back to the queue, nothing is lost or charged twice."""
@@ -127,7 +171,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self.db.is_open:
+        if self.db.is_open and self._delivers:
             await self.service.delivery.stop()
         await self.service.drain_events()
         for frontend in reversed(self.frontends):
@@ -148,7 +192,8 @@ class App:
             "frontends": frontends,
         }
         report["ok"] = bool(report["database"] and report["worker"] is not False
-                            and report["models"] and all(frontends.values()))
+                            and (report["models"] or self.role == "frontends")
+                            and all(frontends.values()))
         return report
 
     async def _start_ops(self) -> None:
@@ -163,6 +208,10 @@ class App:
             log.error("ops endpoint: cannot listen on %s:%d (%s); running without it",
                       ops.http_host, ops.http_port, exc.strerror or exc)
 
+    @property
+    def _delivers(self) -> bool:
+        return self.role != "worker"
+
     def _spawn(self, work: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
 
@@ -171,17 +220,18 @@ class App:
         await self.service.recovery.run_forever()
 
     async def _sweep_tracks_periodically(self) -> None:
-        """Delete tracks past ``audio.retention_days`` now and then every hour."""
+        """Delete tracks and stored audio prompts past ``audio.retention_days`` (tracks in the
+        store and this process's local folder or cache) now and then every hour."""
         from bot.media.clips import sweep_clips
-        from generation.audio import sweep_tracks
 
         while True:
             try:
-                deleted = await asyncio.to_thread(sweep_tracks, self.config)
+                cutoff = retention_cutoff(self.config)
+                deleted = 0 if cutoff is None else await self.service.tracks.sweep(cutoff)
                 deleted += await asyncio.to_thread(sweep_clips, self.config)
                 if deleted:
                     log.info("retention: deleted %d old track files", deleted)
-            except OSError:
+            except (OSError, MusicBotError):
                 log.warning("retention sweep failed", exc_info=True)
             await asyncio.sleep(TRACK_SWEEP_INTERVAL_S)
 
@@ -257,6 +307,15 @@ def api_frontend(config: Config, service: MusicService) -> Any:
     from bot.platforms.web.server import ApiFrontend
 
     return ApiFrontend(config, service)
+
+
+def progress_poll_s(config: Config, frontends: list[Any]) -> float:
+    """How often a frontends process reads other processes' job changes: the quickest edit
+    pace of its platforms (Discord's, Slack's; others use Discord's)."""
+    paces = {"discord": config.discord.progress_edit_interval_s,
+             "slack": config.slack.progress_edit_interval_s}
+    return float(min(paces.get(f.platform, config.discord.progress_edit_interval_s)
+                     for f in frontends))
 
 
 def _slack_mode_ready(config: Config) -> bool:

@@ -17,11 +17,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Config, load_config
 from bot.core.errors import MusicBotError
 from bot.core.models import MusicRequest
 from bot.logsetup import configure_logging
+
+if TYPE_CHECKING:
+    from bot.app import Role
 
 log = logging.getLogger("musicbot")
 
@@ -68,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
                          "chat bots")
     api.add_argument("--model", help="override models.default")
     api.set_defaults(handler=cmd_api)
+
+    worker = sub.add_parser("worker", help="render only: load models and make tracks for "
+                            "the shared queue (no chat connection, no delivery)")
+    worker.add_argument("--model", help="override models.default")
+    worker.set_defaults(handler=cmd_worker)
+
+    frontends = sub.add_parser("frontends", help="chat only: Discord, Slack (and the HTTP "
+                               "API) with delivery; no models, no GPU; workers render")
+    frontends.set_defaults(handler=cmd_frontends)
 
     console = sub.add_parser("console", help="use the bot's commands in this terminal")
     console.add_argument("--model", help="override models.default")
@@ -165,19 +178,30 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(_run(config))
 
 
-async def _run(config: Config) -> int:
+def cmd_worker(args: argparse.Namespace, config: Config) -> int:
+    """``musicbot worker``: one of N rendering processes on the shared database and store."""
+    require_ffmpeg()
+    return asyncio.run(_run(config, role="worker"))
+
+
+def cmd_frontends(args: argparse.Namespace, config: Config) -> int:
+    """``musicbot frontends``: the chat side; renders nothing, so it needs no ffmpeg or torch."""
+    return asyncio.run(_run(config, role="frontends"))
+
+
+async def _run(config: Config, role: Role = "run") -> int:
     from bot.app import App, api_frontend, chat_frontends, missing_chat_credentials
     from bot.platforms.console import ConsoleFrontend
 
     app = App(config)
-    frontends = chat_frontends(config, app.service)
+    frontends = chat_frontends(config, app.service) if role != "worker" else []
     for frontend in frontends:
         app.add_frontend(frontend)
     http = api_frontend(config, app.service)
     if http is not None:
         app.add_frontend(http)  # beside the chat bots, or beside the console fallback
     console = None
-    if not frontends:
+    if not frontends and role != "worker":
         for note in missing_chat_credentials(config):
             log.warning(note)
         print("No chat credentials are set: starting the console frontend instead "
@@ -188,7 +212,7 @@ async def _run(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
+    await app.start(role=role)
     _announce_models(app)
     try:
         if console is not None and sys.stdin.isatty():
@@ -198,7 +222,7 @@ async def _run(config: Config) -> int:
             for task in (waiter, repl):
                 task.cancel()
         else:
-            log.info("musicbot is running; press Ctrl+C to stop")
+            log.info("musicbot is running (%s); press Ctrl+C to stop", role)
             await stop.wait()
     finally:
         log.info("shutting down: running jobs go back to the queue")

@@ -341,6 +341,33 @@ class ApiConfig:
 
 @with_config(_SECTION)
 @dataclass(frozen=True)
+class StorageConfig:
+    """Where finished tracks live, so that every process (on any machine) can reach them."""
+
+    kind: Annotated[Text, rule(lambda k: k in ("directory", "s3"),
+                                "must be directory or s3")] = "directory"
+    """``directory``: a folder (a shared volume when workers run on other machines);
+    ``s3``: an S3-compatible bucket, credentials from AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY in the environment."""
+    path: Text = ""
+    """The tracks folder (``directory``), or the local cache of an ``s3`` store; empty means
+    ``<data_dir>/tracks``."""
+    bucket: Text = ""
+    endpoint_url: Text = ""
+    """An S3-compatible server (MinIO, moto, R2...); empty means AWS itself."""
+    region: Text = ""
+    prefix: Text = "tracks/"
+    """Key prefix of the track objects in the bucket."""
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> StorageConfig:
+        if self.kind == "s3" and not self.bucket:
+            raise broken("bucket", "must be set when storage.kind is s3")
+        return self
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. Build with :func:`load_config`."""
 
@@ -359,6 +386,7 @@ class Config:
     slack: SlackConfig = field(default_factory=SlackConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     secrets: Secrets = field(default_factory=Secrets, metadata={"env_only": True})
     base_dir: str = field(default=".", metadata={"env_only": True})
     """Folder relative paths are resolved against (the config file's folder)."""
@@ -381,6 +409,11 @@ class Config:
     def data_path(self) -> Path:
         """The tracks folder, resolved next to the config file."""
         return self._resolve(self.data_dir)
+
+    @property
+    def tracks_path(self) -> Path:
+        """The local tracks folder: ``storage.path``, else ``<data_dir>/tracks``."""
+        return self._resolve(self.storage.path) if self.storage.path else self.data_path / "tracks"
 
     def _resolve(self, value: str) -> Path:
         path = Path(value).expanduser()

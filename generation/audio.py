@@ -269,7 +269,7 @@ def waveform_peaks(audio: Audio, points: int = WAVEFORM_POINTS) -> dict[str, obj
 
 
 def tracks_dir(config: Config) -> Path:
-    return config.data_path / "tracks"
+    return config.tracks_path
 
 
 def make_track(

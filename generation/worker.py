@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from bot.config import Config
+from bot.core import faults
 from bot.core.errors import MusicBotError
 from bot.core.models import GenerationParams, Job, JobKind
 from bot.core.ports import WorkerPort
@@ -340,8 +341,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
+            faults.trace("render-begin", job.id)  # the model works on it from here...
             future = self._batcher(key, engine).submit(
                 request, on_progress=self._progress_forwarder(loop, job), should_stop=stop)
+            future.add_done_callback(lambda _: faults.trace("render-end", job.id))  # ...to here
             audio = await asyncio.wrap_future(future)
         except GenerationStopped:
             await self._after_stop(job, stop)

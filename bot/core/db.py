@@ -189,6 +189,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX jobs_by_group ON jobs (group_id) WHERE group_id IS NOT NULL;
         """,
     ),
+    (
+        9,
+        "job progress on the row, for frontends in another process",
+        """
+        ALTER TABLE jobs ADD COLUMN progress REAL;
+        ALTER TABLE jobs ADD COLUMN progress_at REAL;
+        CREATE INDEX jobs_by_finish ON jobs (state, finished_at);
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

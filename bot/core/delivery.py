@@ -22,14 +22,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot.config import Config
 from bot.core import faults, jobs, takes
 from bot.core.db import Database
 from bot.core.errors import DeliveryError
 from bot.core.events import Notifier
-from bot.core.models import EventKind, Job, JobEvent, JobState
+from bot.core.models import EventKind, Job, JobEvent, JobState, Track
 from bot.core.ports import Frontend
+from bot.core.storage import DirectoryStore, StorageError, TrackStore
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,12 @@ class Delivery:
     def __init__(
         self, config: Config, db: Database, notifier: Notifier, *, owner: str,
         ready: asyncio.Event, clock: Callable[[], float] = time.time,
+        store: TrackStore | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.owner = owner
+        self.store: TrackStore = store or DirectoryStore(config.tracks_path)
         self._notifier = notifier
         self._ready = ready
         self._clock = clock
@@ -111,10 +115,12 @@ class Delivery:
                 raise DeliveryError(f"the {job.destination.platform} connection is not "
                                     "running")
             if job.group_id is not None:
-                group = await self._group_of(job)
+                group = [await self._with_local_track(member)
+                         for member in await self._group_of(job)]
                 await asyncio.wait_for(_deliver_group(frontend, group), DELIVERY_TIMEOUT_S)
             else:
-                await asyncio.wait_for(frontend.deliver(job, job.track), DELIVERY_TIMEOUT_S)
+                track = await self._local_track(job)
+                await asyncio.wait_for(frontend.deliver(job, track), DELIVERY_TIMEOUT_S)
         except DeliveryError as exc:
             error = exc
         except TimeoutError:
@@ -142,6 +148,24 @@ class Delivery:
         faults.crash_point("delivered", head.params.prompt)
         for done in moved:
             self._notifier.emit(JobEvent(EventKind.DONE, done, track=done.track))
+
+    async def _with_local_track(self, job: Job) -> Job:
+        """``job`` with its track on this machine (a failed take has none to fetch)."""
+        if job.track is None or job.state is not JobState.RENDERED:
+            return job
+        return replace(job, track=await self._local_track(job))
+
+    async def _local_track(self, job: Job) -> Track:
+        """The job's track on this machine: the worker that made it may be elsewhere."""
+        assert job.track is not None
+        try:
+            track = await self.store.local(job.track)
+        except StorageError as exc:
+            raise DeliveryError(f"the track store is unreachable ({exc.user_message})") from exc
+        if track is None:
+            raise DeliveryError("the track file is missing from the track store",
+                                retryable=False)
+        return track
 
     async def _delivered(self, job: Job) -> None:
         async with self.db.write() as conn:

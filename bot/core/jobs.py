@@ -206,6 +206,16 @@ async def renew_leases(
     return [(int(r[0]), bool(r[1])) for r in rows]
 
 
+async def set_progress(
+    conn: aiosqlite.Connection, job_id: int, *, owner: str, progress: float, now: float
+) -> None:
+    """Record how far a running job is, for a frontend in another process to show."""
+    await conn.execute_fetchall(
+        "UPDATE jobs SET progress = ?, progress_at = ? "
+        "WHERE id = ? AND state = 'running' AND owner = ?",
+        (float(progress), float(now), job_id, owner))
+
+
 async def mark_rendered(
     conn: aiosqlite.Connection, job_id: int, *, owner: str, track: Track, now: float
 ) -> Job | None:

@@ -18,7 +18,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from pathlib import Path
 
 import aiosqlite
 
@@ -71,6 +70,7 @@ from bot.core.requests import (
 from bot.core.settlement import Settlement
 from bot.core.sharing import Sharing
 from bot.core.stems import quote, request_stems
+from bot.core.storage import TrackStore, open_store
 from bot.core.takes import (
     cancel_group,
     insert_group,
@@ -99,10 +99,13 @@ class MusicService:
         self.notifier = Notifier()
         self.bank = Bank(config, db, clock=clock)
         self.speed = SpeedEstimator(config.generation.max_batch)
+        self.tracks: TrackStore = open_store(config)
+        """Where finished tracks live for every process (a folder or an S3 bucket)."""
         self.settlement = Settlement(config, db, self.notifier, self.speed, owner=self.owner,
-                                     clock=clock)
+                                     clock=clock, store=self.tracks)
         self.delivery = Delivery(config, db, self.notifier, owner=self.owner,
-                                 ready=self.settlement.rendered_ready, clock=clock)
+                                 ready=self.settlement.rendered_ready, clock=clock,
+                                 store=self.tracks)
         self.recovery = Recovery(config, db, self.notifier,
                                  work_available=self.settlement.work_available, clock=clock)
         self.leases = LeaseKeeper(db, self.owner, lease_s=config.generation.lease_s,
@@ -290,14 +293,16 @@ class MusicService:
         """
         job = await self._visible_job(actor, job_id)
         made = job.state in (JobState.RENDERED, JobState.DONE)
-        path = Path(job.track_path) if job.track_path else None
+        stored = await self.tracks.local_file(job.track_path) if made and job.track_path else None
+        path = stored if stored is not None else None
         if not made or path is None or not path.is_file():
             why = ("is not finished" if not made else
                    f"is no longer stored (tracks are kept {self.config.audio.retention_days:g} "
                    "days)")
             raise InvalidRequest("job", f"#{job.id} {why}")
         if job.track is not None:
-            return job, job.track
+            here = await self.tracks.local(job.track)  # this process's copy (shared store)
+            return job, here if here is not None else job.track
         picture = path.with_suffix(".png")  # rows from before tracks were stored whole
         return job, Track(
             path=str(path), format=path.suffix.lstrip("."), duration_s=job.params.duration,

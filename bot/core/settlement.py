@@ -10,6 +10,7 @@ lapsed cannot settle a job another process took over.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -25,6 +26,9 @@ from bot.core.eta import SpeedEstimator
 from bot.core.events import Notifier
 from bot.core.models import EventKind, Job, JobEvent, JobState, Track
 from bot.core.sharing import share_on_render
+from bot.core.storage import DirectoryStore, StorageError, TrackStore
+
+log = logging.getLogger(__name__)
 
 
 class Settlement:
@@ -33,13 +37,14 @@ class Settlement:
     # Alike by shape only to other constructors (duplicates): plain assignments, nothing to share.
     def __init__(
         self, config: Config, db: Database, notifier: Notifier, speed: SpeedEstimator, *,
-        owner: str, clock: Callable[[], float] = time.time,
+        owner: str, clock: Callable[[], float] = time.time, store: TrackStore | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.owner = owner
         self._notifier = notifier
         self._speed = speed
+        self.store: TrackStore = store or DirectoryStore(config.tracks_path)
         self._clock = clock
         self._stop_flags: set[int] = set()
         self._flags_lock = threading.Lock()
@@ -83,6 +88,14 @@ class Settlement:
         faults.crash_point("generating", job.params.prompt)
         eta = self._speed.eta_running(job.params.duration * (1 - fraction))
         self._notifier.emit(JobEvent(EventKind.PROGRESS, job, progress=fraction, eta_s=eta))
+        if job.destination.platform not in self._notifier.frontends:
+            # The member's frontend runs in another process: it reads progress from the row.
+            try:
+                async with self.db.write() as conn:
+                    await jobs.set_progress(conn, job.id, owner=self.owner, progress=fraction,
+                                            now=self._clock())
+            except Exception:  # progress is a nicety: the job goes on without it
+                log.warning("could not record the progress of job %d", job.id, exc_info=True)
 
     def cancel_requested(self, job_id: int) -> bool:
         """Whether the job must stop (cancel asked, or lease lost). Safe from any thread."""
@@ -107,7 +120,11 @@ class Settlement:
         row = await self.db.fetchone("SELECT track_path FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise JobNotFound(job_id)
-        return cast("str | None", row[0])
+        recorded = cast("str | None", row[0])
+        if not recorded:
+            return None
+        here = await self.store.local_file(recorded)  # the worker may be on another machine
+        return str(here) if here is not None else recorded
 
     # ------------------------------------------------------------------ settling
 
@@ -118,6 +135,12 @@ class Settlement:
         """
         if self.cancel_requested(job.id):
             return await self.finish_cancelled(job.id)
+        try:
+            track = await self.store.save(track)  # reachable by every frontends process first
+        except StorageError as exc:
+            log.warning("storing job %d's track failed: %s", job.id, exc.user_message)
+            return await self.fail(job.id, "the finished track could not be stored",
+                                   retryable=True)
         async with self.db.write() as conn:
             done = await jobs.mark_rendered(conn, job.id, owner=self.owner, track=track,
                                             now=self._clock())
@@ -204,3 +227,4 @@ class Settlement:
     def _forget(self, job_id: int) -> None:
         with self._flags_lock:
             self._stop_flags.discard(job_id)
+
