@@ -153,7 +153,7 @@ async def claim(
     conditions += ["batch_key NOT IN (" + ",".join("?" * len(exclude)) + ")"] if exclude else []
     only = " WHERE " + " AND ".join(conditions) if conditions else ""
     keys = (*(() if batch_key is None else (batch_key,)), *exclude)
-    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}){only} "
+    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}) fq{only} "
                      f"ORDER BY {FAIR_ORDER} LIMIT 1", keys)
     if head is None:
         return []
@@ -163,7 +163,7 @@ async def claim(
         ids = [head["id"]]
     else:
         ids = [row[0] for row in await conn.execute_fetchall(
-            f"SELECT id FROM ({queue}) WHERE batch_key = ? AND crashes = 0 "
+            f"SELECT id FROM ({queue}) fq WHERE batch_key = ? AND crashes = 0 "
             f"ORDER BY {FAIR_ORDER} LIMIT ?", (head["batch_key"], max_batch))]
     marks = ",".join("?" * len(ids))
     await conn.execute_fetchall(
@@ -365,7 +365,7 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
     row = await one(
         conn,
         f"SELECT pos FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY {FAIR_ORDER}) AS pos "
-        f"FROM ({FAIR_QUEUE})) WHERE id = ?",
+        f"FROM ({FAIR_QUEUE}) fq) ranked WHERE id = ?",
         (job_id,),
     )
     return int(row[0]) if row else 0

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bot.config import Config, LimitsConfig, RateLimit, load_config
-from bot.core.db import Database
+from bot.core.db import Database, is_postgres_url
 from bot.core.errors import DeliveryError
 from bot.core.models import (
     Actor,
@@ -30,6 +30,7 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
+from tests import pg
 
 PLATFORM = "console"
 GUILD = "guild-1"
@@ -67,6 +68,23 @@ class Clock:
         self.now += seconds
 
 
+_pg_databases: dict[Path, str] = {}
+
+
+def test_database_for(tmp_path: Path) -> str:
+    """The test's database: ``bot.sqlite3`` in ``tmp_path``, or with MUSICBOT_TEST_DB=postgres
+    a fresh PostgreSQL database (one per ``tmp_path``, so configs made twice in one test
+    share it, like the file)."""
+    if not pg.wanted():
+        return str(tmp_path / "bot.sqlite3")
+    if tmp_path not in _pg_databases:
+        _pg_databases[tmp_path] = pg.test_database()
+    return _pg_databases[tmp_path]
+
+
+test_database_for.__test__ = False  # type: ignore[attr-defined]
+
+
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     """Defaults with the database in ``tmp_path`` and limits wide open unless overridden.
 
@@ -80,7 +98,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     economy = dataclasses.replace(base.economy, starting_balance=100)
     models = dataclasses.replace(base.models, default="small")
     config = dataclasses.replace(
-        base, database=str(tmp_path / "bot.sqlite3"), data_dir=str(tmp_path / "data"),
+        base, database=test_database_for(tmp_path), data_dir=str(tmp_path / "data"),
         limits=limits, economy=economy, models=models,
     )
     for name, fields in sections.items():
@@ -168,8 +186,11 @@ def track(tmp_path: Path, job: Job) -> Track:
 # ----------------------------------------------------------------- reading the file directly
 
 
-def raw(db_path: Path | str) -> sqlite3.Connection:
-    """A plain sqlite3 connection to the file: sees only what was committed."""
+def raw(db_path: Path | str) -> Any:
+    """A plain sqlite3 connection to the file: sees only what was committed (for a
+    PostgreSQL URL, :class:`tests.pg.SyncPg`, which reads the same way)."""
+    if is_postgres_url(db_path):
+        return pg.SyncPg(str(db_path))
     conn = sqlite3.connect(db_path, timeout=30)
     conn.row_factory = sqlite3.Row
     return conn
