@@ -15,6 +15,7 @@ Import path for other suites: ``from tests.pg import PgServer, pg_server, test_d
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import os
 import pwd
@@ -136,6 +137,7 @@ def pg_server() -> PgServer:
     global _server
     if _server is None:
         _server = PgServer().start()
+        atexit.register(stop_server)  # also when the run is interrupted before sessionfinish
     return _server
 
 

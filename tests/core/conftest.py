@@ -191,6 +191,8 @@ def raw(db_path: Path | str) -> Any:
     PostgreSQL URL, :class:`tests.pg.SyncPg`, which reads the same way)."""
     if is_postgres_url(db_path):
         return pg.SyncPg(str(db_path))
+    if Path(db_path).parent in _pg_databases:  # a test naming tmp_path / "bot.sqlite3"
+        return pg.SyncPg(_pg_databases[Path(db_path).parent])
     conn = sqlite3.connect(db_path, timeout=30)
     conn.row_factory = sqlite3.Row
     return conn
