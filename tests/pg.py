@@ -21,6 +21,7 @@ import os
 import pwd
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -195,6 +196,12 @@ class SyncPg:
         conn = await asyncpg.connect(self.url)
         try:
             return list(await conn.fetch(sql, *params))
+        except asyncpg.UniqueViolationError as exc:
+            raise sqlite3.IntegrityError(f"UNIQUE constraint failed: {exc}") from exc
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.RaiseError) as exc:
+            # a CHECK, a foreign key, or the ledger's append-only trigger: what sqlite3 calls
+            # an IntegrityError, so the tests' expectations read the same on both backends
+            raise sqlite3.IntegrityError(str(exc)) from exc
         finally:
             await conn.close()
 

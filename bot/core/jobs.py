@@ -165,14 +165,24 @@ async def claim(
         ids = [row[0] for row in await conn.execute_fetchall(
             f"SELECT id FROM ({queue}) fq WHERE batch_key = ? AND crashes = 0 "
             f"ORDER BY {FAIR_ORDER} LIMIT ?", (head["batch_key"], max_batch))]
+    if getattr(conn, "dialect", "sqlite") == "postgres":
+        # Other processes claim at the same moment (READ COMMITTED, no file lock): take the
+        # rows no one else holds instead of queueing behind their transactions.
+        marks = ",".join("?" * len(ids))
+        ids = [row[0] for row in await conn.execute_fetchall(
+            f"SELECT id FROM jobs WHERE state = 'queued' AND id IN ({marks}) "
+            "ORDER BY id FOR UPDATE SKIP LOCKED", ids)]
+        if not ids:
+            return []
     marks = ",".join("?" * len(ids))
-    await conn.execute_fetchall(
+    # RETURNING: only the jobs this UPDATE moved are ours (another process may have won some).
+    claimed = await conn.execute_fetchall(
         f"UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
         f"error = NULL, owner = ?, lease_expires_at = ? "
-        f"WHERE state = 'queued' AND id IN ({marks})",
+        f"WHERE state = 'queued' AND id IN ({marks}) RETURNING id",
         (now, owner, now + lease_s, *ids),
     )
-    return await _select_ids(conn, ids)
+    return await _select_ids(conn, [row[0] for row in claimed]) if claimed else []
 
 
 async def renew_leases(

@@ -235,6 +235,8 @@ class _Result:
 class PgConnection:
     """An asyncpg connection speaking the core's portable SQL."""
 
+    dialect = "postgres"
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.raw = conn
 

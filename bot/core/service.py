@@ -95,6 +95,10 @@ class MusicService:
                                   on_renewed=self.settlement.leases_renewed, clock=clock)
         self.available_models: frozenset[str] | None = None
         """Catalogue keys with a loaded engine (set by the app); None accepts the catalogue."""
+        # PostgreSQL: another process's queued, rendered or cancelled job wakes the worker and
+        # the delivery stage at once (LISTEN/NOTIFY); the poll stays the floor. No-op on SQLite.
+        db.add_wakeup(self.settlement.work_available)
+        db.add_wakeup(self.settlement.rendered_ready)
 
     # ----------------------------------------------------------------- wiring
 
