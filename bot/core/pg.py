@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from bot.core.db import MIGRATIONS, Database, DatabaseBusy, DatabaseError
 from bot.log_redaction import redact_dsn
