@@ -79,8 +79,8 @@ class PgServer:
                    "-c max_connections=300")
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
                   "-o", options, "-w", "start")
-        asyncio.run(self._admin(f"CREATE DATABASE {TEMPLATE}"))
-        asyncio.run(self._migrate_template())
+        _in_thread(self._admin(f"CREATE DATABASE {TEMPLATE}"))
+        _in_thread(self._migrate_template())
         return self
 
     def stop(self) -> None:
