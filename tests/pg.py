@@ -9,7 +9,8 @@ copy, milliseconds). The server is stopped at session end.
 PostgreSQL refuses to run as root; under root (CI containers) the cluster runs as the
 unprivileged ``nobody`` user (its files in a directory that user owns).
 
-Import path for other suites: ``from tests.pg import PgServer, pg_server, test_database``.
+Import path for other suites: ``from tests.pg import PgServer, pg_server, test_database,
+test_database_for, wanted, SyncPg``.
 """
 
 from __future__ import annotations
@@ -156,6 +157,28 @@ def test_database() -> str:
 
 
 test_database.__test__ = False  # type: ignore[attr-defined]  # not a test, despite its name
+
+
+_pg_databases: dict[Path, str] = {}
+
+
+def test_database_for(tmp_path: Path, name: str = "bot.sqlite3") -> str:
+    """The test's database: ``bot.sqlite3`` in ``tmp_path``, or with MUSICBOT_TEST_DB=postgres
+    a fresh PostgreSQL database (one per ``tmp_path``, so configs made twice in one test
+    share it, like the file)."""
+    if not wanted():
+        return str(tmp_path / name)
+    if tmp_path not in _pg_databases:
+        _pg_databases[tmp_path] = test_database()
+    return _pg_databases[tmp_path]
+
+
+test_database_for.__test__ = False  # type: ignore[attr-defined]
+
+
+def database_of(tmp_path: Path) -> str:
+    """The PostgreSQL URL :func:`test_database_for` gave ``tmp_path`` ('' if none)."""
+    return _pg_databases.get(tmp_path, "")
 
 
 # ----------------------------------------------------------------- sync inspection client

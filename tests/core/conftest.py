@@ -31,6 +31,7 @@ from bot.core.models import (
 )
 from bot.core.service import MusicService
 from tests import pg
+from tests.pg import test_database_for
 
 PLATFORM = "console"
 GUILD = "guild-1"
@@ -66,23 +67,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-_pg_databases: dict[Path, str] = {}
-
-
-def test_database_for(tmp_path: Path) -> str:
-    """The test's database: ``bot.sqlite3`` in ``tmp_path``, or with MUSICBOT_TEST_DB=postgres
-    a fresh PostgreSQL database (one per ``tmp_path``, so configs made twice in one test
-    share it, like the file)."""
-    if not pg.wanted():
-        return str(tmp_path / "bot.sqlite3")
-    if tmp_path not in _pg_databases:
-        _pg_databases[tmp_path] = pg.test_database()
-    return _pg_databases[tmp_path]
-
-
-test_database_for.__test__ = False  # type: ignore[attr-defined]
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
@@ -191,8 +175,8 @@ def raw(db_path: Path | str) -> Any:
     PostgreSQL URL, :class:`tests.pg.SyncPg`, which reads the same way)."""
     if is_postgres_url(db_path):
         return pg.SyncPg(str(db_path))
-    if Path(db_path).parent in _pg_databases:  # a test naming tmp_path / "bot.sqlite3"
-        return pg.SyncPg(_pg_databases[Path(db_path).parent])
+    if pg.database_of(Path(db_path).parent):  # a test naming tmp_path / "bot.sqlite3"
+        return pg.SyncPg(pg.database_of(Path(db_path).parent))
     conn = sqlite3.connect(db_path, timeout=30)
     conn.row_factory = sqlite3.Row
     return conn
