@@ -40,6 +40,9 @@ NOTIFY_CHANNEL = "musicbot_jobs"
 """Channel a trigger on ``jobs`` notifies when work appears: a job queued (new, released,
 re-queued), rendered (ready for delivery) or asked to cancel."""
 
+CLOSE_GRACE_S = 5.0
+"""How long ``close`` waits for borrowed connections before cutting them."""
+
 PG_BASELINE_VERSION = 3
 """The PostgreSQL baseline stands for SQLite migrations 1-3 (same schema, written for PG)."""
 
@@ -305,7 +308,13 @@ class PostgresDatabase(Database):
             await listener.close()
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            # close() waits for every borrowed connection; a task cancelled mid-query at
+            # shutdown may never give its back, so stop waiting after a grace period.
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_GRACE_S)
+            except TimeoutError:
+                log.warning("database connections still busy at close; terminating them")
+                pool.terminate()
 
     def add_wakeup(self, event: asyncio.Event) -> None:
         self._wakeups.append(event)
