@@ -41,6 +41,6 @@ echo "==> pytest ($([ ${#tier[@]} = 0 ] && echo "all tiers" || echo "fast tier; 
 # postgresql 15, as the unprivileged user "nobody" when we are root) and gives every test a
 # fresh database. Only for a whole-suite run, and only where the server binaries exist.
 if [ "$named" = 0 ] && [ -x "${MUSICBOT_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ]; then
-  echo "==> pytest on PostgreSQL (tests/core tests/storage)"
-  MUSICBOT_TEST_DB=postgres .venv/bin/python -m pytest "${tier[@]}" tests/core tests/storage
+  echo "==> pytest on PostgreSQL (tests/core tests/storage tests/e2e)"
+  MUSICBOT_TEST_DB=postgres .venv/bin/python -m pytest "${tier[@]}" tests/core tests/storage tests/e2e
 fi
