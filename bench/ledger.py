@@ -13,8 +13,12 @@ Modes (``--mode``):
   orders, so the queue grows to hundreds and the per-order queue position/ETA queries
   (O(queue length)) dominate. Stress figure, not the ledger's.
 
+Both backends by default: SQLite (a temp file) and PostgreSQL (a throw-away local cluster,
+Debian's postgresql 15, as in the tests; or ``--pg-url``). The books are checked through the
+storage port on each.
+
 Usage: ``python -m bench.ledger [--tasks 50] [--requests 20] [--mode shallow|deep]
-[--db PATH] [--profile]``
+[--db PATH] [--backend sqlite|postgres|both] [--pg-url URL] [--profile]``
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import contextlib
 import cProfile
 import dataclasses
 import pstats
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +42,7 @@ from bot.core.service import MusicService
 TARGET = 1000.0
 
 
-def bench_config(db_path: Path, tasks: int, requests: int) -> Config:
+def bench_config(db_path: Path | str, tasks: int, requests: int) -> Config:
     base = load_config(None, environ={}, dotenv=None)
     return dataclasses.replace(
         base,
@@ -87,11 +90,12 @@ async def worker(service: MusicService, members_done: asyncio.Event) -> None:
             await asyncio.sleep(0.001)
 
 
-async def run(db_path: Path, tasks: int, requests: int, mode: str) -> tuple[int, float]:
-    """Returns (charges + refunds written, seconds)."""
-    db = await Database(db_path).open()
+async def run(target: Path | str, tasks: int, requests: int, mode: str) -> tuple[int, float]:
+    """Returns (charges + refunds written, seconds). ``target``: a SQLite path or a
+    ``postgresql://`` URL."""
+    db = await Database(target).open()
     try:
-        service = MusicService(bench_config(db_path, tasks, requests), db)
+        service = MusicService(bench_config(target, tasks, requests), db)
         await service.start()
         members_done = asyncio.Event()
         started = time.perf_counter()
@@ -101,25 +105,37 @@ async def run(db_path: Path, tasks: int, requests: int, mode: str) -> tuple[int,
         members_done.set()
         await work
         elapsed = time.perf_counter() - started
+        return await check_books(db, tasks * requests), elapsed
     finally:
         await db.close()
-    return check_books(db_path, tasks * requests), elapsed
 
 
-def check_books(db_path: Path, expected_jobs: int) -> int:
+async def check_books(db: Database, expected_jobs: int) -> int:
     """Every job charged once and refunded once; balances equal their ledger sums."""
-    conn = sqlite3.connect(db_path)
-    try:
-        kinds = dict(conn.execute(
-            "SELECT kind, COUNT(*) FROM ledger WHERE kind IN ('charge', 'refund') GROUP BY kind"))
-        assert kinds.get("charge") == kinds.get("refund") == expected_jobs, kinds
-        mismatched = conn.execute(
-            "SELECT COUNT(*) FROM accounts a WHERE balance != "
-            "(SELECT SUM(delta) FROM ledger l WHERE l.account_id = a.id)").fetchone()[0]
-        assert mismatched == 0, f"{mismatched} balances differ from their ledger"
-        return kinds["charge"] + kinds["refund"]
-    finally:
-        conn.close()
+    kinds = {row[0]: int(row[1]) for row in await db.fetchall(
+        "SELECT kind, COUNT(*) FROM ledger WHERE kind IN ('charge', 'refund') GROUP BY kind")}
+    assert kinds.get("charge") == kinds.get("refund") == expected_jobs, kinds
+    row = await db.fetchone(
+        "SELECT COUNT(*) FROM accounts a WHERE balance <> "
+        "(SELECT SUM(delta) FROM ledger l WHERE l.account_id = a.id)")
+    assert row is not None and row[0] == 0, f"{row[0] if row else '?'} balances differ"
+    return kinds["charge"] + kinds["refund"]
+
+
+def measure(target: Path | str, args: argparse.Namespace, label: str) -> None:
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    lines, seconds = asyncio.run(run(target, args.tasks, args.requests, args.mode))
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    rate = lines / seconds
+    verdict = "ok" if rate >= TARGET else "BELOW TARGET"
+    print(f"[{label}] {args.tasks} tasks x {args.requests} requests ({args.mode} queue): "
+          f"{lines} ledger lines (charges+refunds) in {seconds:.2f} s, books balance")
+    print(f"[{label}] charges+refunds/s: {rate:,.0f} (target >= {TARGET:,.0f}; ratio "
+          f"{rate / TARGET:.2f}) {verdict}")
 
 
 def main() -> None:
@@ -130,22 +146,25 @@ def main() -> None:
                         help="who claims and fails jobs (see the module docstring)")
     parser.add_argument("--db", type=Path, help="SQLite file to use (default: a temp file)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both",
+                        help="postgres: a throw-away local cluster (tests/pg.py) unless "
+                             "--pg-url names a server (default: both)")
+    parser.add_argument("--pg-url", help="postgresql:// URL of an existing, empty database")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        db_path = args.db or Path(folder) / "ledger-bench.sqlite3"
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler:
-            profiler.enable()
-        lines, seconds = asyncio.run(run(db_path, args.tasks, args.requests, args.mode))
-        if profiler:
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-    rate = lines / seconds
-    verdict = "ok" if rate >= TARGET else "BELOW TARGET"
-    print(f"{args.tasks} tasks x {args.requests} requests ({args.mode} queue): {lines} "
-          f"ledger lines (charges+refunds) in {seconds:.2f} s, books balance")
-    print(f"charges+refunds/s: {rate:,.0f} (target >= {TARGET:,.0f}; ratio {rate / TARGET:.2f}) "
-          f"{verdict}")
+    if args.backend in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as folder:
+            measure(args.db or Path(folder) / "ledger-bench.sqlite3", args, "sqlite")
+    if args.backend in ("postgres", "both"):
+        if args.pg_url:
+            measure(args.pg_url, args, "postgres")
+        else:
+            from tests.pg import PgServer  # a throw-away server, as the tests use
+
+            server = PgServer().start()
+            try:
+                measure(server.new_database(), args, "postgres")
+            finally:
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ async def _run(config: Config, role: Role = "run") -> int:
     frontends = chat_frontends(config, app.service) if role != "worker" else []
     for frontend in frontends:
         app.add_frontend(frontend)
-    http = api_frontend(config, app.service)
+    http = api_frontend(config, app.service) if role != "worker" else None
     if http is not None:
         app.add_frontend(http)  # beside the chat bots, or beside the console fallback
     console = None

@@ -401,8 +401,21 @@ class Config:
         return self
 
     @property
-    def database_path(self) -> Path:
-        """The SQLite file, resolved next to the config file."""
+    def database_path(self) -> Path | str:
+        """The SQLite file, resolved next to the config file; or a ``postgresql://`` URL.
+
+        ``MUSICBOT_DATABASE_URL`` in the environment overrides the setting (how a container
+        is pointed at its server). The password comes only from the environment (that URL,
+        or ``PGPASSWORD``): a password written in the config file is refused.
+        """
+        url = os.environ.get("MUSICBOT_DATABASE_URL", "").strip()
+        if url:
+            return url
+        if self.database.startswith(("postgresql://", "postgres://")):
+            if "@" in self.database and ":" in self.database.split("://", 1)[1].split("@")[0]:
+                raise ConfigError("database", "a password in the config file: put it in "
+                                  "PGPASSWORD or MUSICBOT_DATABASE_URL in the environment")
+            return self.database
         return self._resolve(self.database)
 
     @property

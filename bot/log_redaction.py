@@ -17,6 +17,8 @@ _URL_KEYS = (r"response_url|webhook_url|url_private(?:_download)?|upload_url"
              r"|(?:interaction_)?token")
 """Keys whose values are bearer credentials (a stored job destination has the
 response_url or Discord interaction token under ``interaction_token``)."""
+_DSN = re.compile(r"\b(postgres(?:ql)?://[^:/@\s'\"]*):[^@\s'\"]*@")
+"""A database URL's password (postgresql://user:secret@host/db)."""
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # incoming webhooks and response_urls: the path is the credential
     (re.compile(r"hooks\.slack\.com/[^\s'\"<>,}]+"), "hooks.slack.com/***"),
@@ -25,6 +27,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # a bearer URL under its key, in JSON, a Python repr or a form body (any host: tests
     # and Enterprise Grid use others)
     (re.compile(rf"""(\b(?:{_URL_KEYS})['"]?\s*[:=]\s*['"]?)[^'"\s,&}}]+"""), r"\1***"),
+    # a database URL's password (postgresql://user:secret@host/db)
+    (_DSN, r"\1:***@"),
     # Slack tokens: bot, user, app-level, config, refresh
     (re.compile(r"\bxox[a-z]-[A-Za-z0-9-]+"), "xox?-***"),
     (re.compile(r"\bxapp-[A-Za-z0-9-]+"), "xapp-***"),
@@ -54,6 +58,11 @@ def redact(text: str, *, bodies: bool = False, urls: bool = False) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact_dsn(text: str) -> str:
+    """``text`` with the password of any ``postgresql://user:password@host`` URL masked."""
+    return _DSN.sub(r"\1:***@", text)
 
 
 class RedactSecrets(logging.Filter):

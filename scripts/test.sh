@@ -37,4 +37,11 @@ done
 tier=()
 [ "$all" = 0 ] && [ "$named" = 0 ] && tier=(-m "not slow")
 echo "==> pytest ($([ ${#tier[@]} = 0 ] && echo "all tiers" || echo "fast tier; --all for the slow tier too"))"
-exec .venv/bin/python -m pytest "${tier[@]}" "${args[@]}"
+.venv/bin/python -m pytest "${tier[@]}" "${args[@]}"
+# The same storage-facing tests on PostgreSQL: tests/pg.py starts a throw-away cluster (Debian's
+# postgresql 15, as the unprivileged user "nobody" when we are root) and gives every test a
+# fresh database. Only for a whole-suite run, and only where the server binaries exist.
+if [ "$named" = 0 ] && [ -x "${MUSICBOT_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ]; then
+  echo "==> pytest on PostgreSQL (tests/core tests/storage tests/e2e)"
+  MUSICBOT_TEST_DB=postgres .venv/bin/python -m pytest "${tier[@]}" tests/core tests/storage tests/e2e
+fi

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import pg
+
 TESTS = Path(__file__).resolve().parent
 
 SLOW_PATHS: tuple[str, ...] = (
@@ -33,6 +35,16 @@ def is_slow_path(path: Path) -> bool:
                for slow in SLOW_PATHS)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: about SQLite itself (file locks, WAL, the file on disk); "
+        "skipped when MUSICBOT_TEST_DB=postgres")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    pg.stop_server()  # the throw-away PostgreSQL cluster, if this run started one
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark slow tests by location, then run the fast tier first.
 
@@ -43,3 +55,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if is_slow_path(Path(item.path)):
             item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+    if pg.wanted():
+        skip = pytest.mark.skip(reason="about SQLite itself (MUSICBOT_TEST_DB=postgres)")
+        for item in items:
+            if item.get_closest_marker("sqlite_only") is not None:
+                item.add_marker(skip)

@@ -183,6 +183,13 @@ class ApiKeys:
         self._checked[digest] = (key, now)
         return key
 
+    async def webhook_secret(self, key_id: int) -> str | None:
+        """The secret that signs webhooks of jobs made with key ``key_id``; None once the key
+        is revoked (its member no longer wants calls made in its name)."""
+        row = await self.db.fetchone(
+            "SELECT webhook_secret FROM api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,))
+        return str(row[0]) if row is not None else None
+
     def _manages(self, actor: Actor) -> bool:
         return actor.is_admin or actor.operator
 

@@ -1,6 +1,29 @@
-"""SQLite store: one writer connection, one reader connection, numbered migrations.
+"""The storage port: :class:`Database`, with a SQLite backend (default) and PostgreSQL.
 
-Why two connections: all writes go through one connection guarded by an ``asyncio.Lock`` and
+``Database(target)`` opens :class:`SqliteDatabase` for a file path and
+:class:`bot.core.pg.PostgresDatabase` for a ``postgresql://`` URL. Both expose the same call
+surface, which every module of ``bot.core`` uses and nothing else:
+
+- ``async with db.write() as conn: await conn.execute_fetchall(sql, params)`` (a write
+  transaction; ``fetch_one(conn, sql, params)`` for the first row);
+- ``db.fetchone`` / ``db.fetchall`` (committed data) and ``db.reader_snapshot()``;
+- rows indexable by position and by column name.
+
+SQL is written once, in the portable subset (see docs/postgres.md): ``?`` placeholders,
+``INSERT ... ON CONFLICT``, ``RETURNING``; the PostgreSQL adapter rewrites ``?`` to ``$n``
+and quotes the reserved word ``user`` (cached per statement text).
+
+Migrations. ``MIGRATIONS`` below is the SQLite list. PostgreSQL starts from its own
+baseline (:data:`bot.core.pg.PG_BASELINE`, recorded as version 3 = the schema after SQLite
+migrations 1-3, which are SQLite-specific table rebuilds), then applies every later entry
+of ``MIGRATIONS`` too: its SQL is translated by :func:`bot.core.pg.to_pg_ddl` (``INTEGER
+PRIMARY KEY`` → identity ``BIGINT``, ``INTEGER`` → ``BIGINT``, ``REAL`` → ``DOUBLE
+PRECISION``, ``user`` quoted), or, for anything that translation cannot express, the text in
+``bot.core.pg.PG_OVERRIDES[version]`` is used instead. So a new migration 4-8 written in
+the portable subset (``ALTER TABLE ... ADD COLUMN``, ``CREATE TABLE``, ``CREATE INDEX``)
+needs no PostgreSQL work at all; one that needs more gets a ``PG_OVERRIDES`` entry.
+
+SQLite: why two connections: all writes go through one connection guarded by an ``asyncio.Lock`` and
 run inside ``BEGIN IMMEDIATE`` (so a read-modify-write never interleaves with another), while
 queries use a separate autocommit connection that, thanks to WAL, sees only committed data
 and never blocks the writer.
@@ -12,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -227,10 +250,84 @@ class DatabaseBusy(MusicBotError):
                          "Please try again in a moment.")
 
 
+def is_postgres_url(target: object) -> bool:
+    """Whether a ``database`` setting names a PostgreSQL server rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
 class Database:
+    """The storage port (accounts, ledger, jobs): ``Database(path_or_url)`` opens the backend
+    the target names — :class:`SqliteDatabase` for a path, PostgreSQL for a URL."""
+
+    dialect = "sqlite"
+    """``sqlite`` or ``postgres``: for the rare SQL that differs (row locks on claims)."""
+
+    def __new__(cls, target: str | Path, **options: Any) -> Database:
+        if cls is Database:
+            if is_postgres_url(target):
+                from bot.core.pg import PostgresDatabase  # asyncpg only when it is used
+                cls = PostgresDatabase
+            else:
+                cls = SqliteDatabase
+        return super().__new__(cls)
+
+    def __init__(self, target: str | Path, **options: Any) -> None:
+        raise NotImplementedError  # pragma: no cover - subclasses initialise themselves
+
+    async def open(self, *, migrate: bool = True) -> Database:
+        """Connect and (by default) apply pending migrations."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def is_open(self) -> bool:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def version(self) -> int:
+        """Schema version (0 for a new database)."""
+        raise NotImplementedError
+
+    async def upgrade(self) -> list[int]:
+        """Apply pending migrations in order; returns the versions applied."""
+        raise NotImplementedError
+
+    def write(self) -> AbstractAsyncContextManager[Any]:
+        """A write transaction: commit on success, roll back on error."""
+        raise NotImplementedError
+
+    def reader_snapshot(self) -> AbstractAsyncContextManager[Any]:
+        """A read-only transaction: every query inside sees one committed state."""
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Any = ()) -> Any:
+        """First row of a query on committed data (None if none)."""
+        raise NotImplementedError
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        """All rows of a query on committed data."""
+        raise NotImplementedError
+
+    def add_wakeup(self, event: asyncio.Event) -> None:
+        """Set ``event`` when another process changes the queue (PostgreSQL NOTIFY).
+
+        SQLite has no such channel: its processes find each other's jobs by polling
+        (``generation.poll_s``), so this does nothing there.
+        """
+
+
+class SqliteDatabase(Database):
     """The SQLite file behind accounts, ledger and jobs."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+                 **options: Any) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
@@ -238,7 +335,7 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
 
-    async def open(self, *, migrate: bool = True) -> Database:
+    async def open(self, *, migrate: bool = True) -> SqliteDatabase:
         """Open both connections, enable WAL and (by default) apply pending migrations."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +363,6 @@ class Database:
             if conn is not None:
                 await conn.close()
         self._reader = self._writer = None
-
-    async def __aenter__(self) -> Database:
-        return await self.open()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def version(self) -> int:
         """Schema version of the file (0 for a new file)."""

@@ -174,7 +174,7 @@ async def claim(
     conditions += ["batch_key NOT IN (" + ",".join("?" * len(exclude)) + ")"] if exclude else []
     only = " WHERE " + " AND ".join(conditions) if conditions else ""
     keys = (*(() if batch_key is None else (batch_key,)), *exclude)
-    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}){only} "
+    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}) fq{only} "
                      f"ORDER BY {FAIR_ORDER} LIMIT 1", keys)
     if head is None:
         return []
@@ -184,16 +184,26 @@ async def claim(
         ids = [head["id"]]
     else:
         ids = [row[0] for row in await conn.execute_fetchall(
-            f"SELECT id FROM ({queue}) WHERE batch_key = ? AND crashes = 0 "
+            f"SELECT id FROM ({queue}) fq WHERE batch_key = ? AND crashes = 0 "
             f"ORDER BY {FAIR_ORDER} LIMIT ?", (head["batch_key"], max_batch))]
+    if getattr(conn, "dialect", "sqlite") == "postgres":
+        # Other processes claim at the same moment (READ COMMITTED, no file lock): take the
+        # rows no one else holds instead of queueing behind their transactions.
+        marks = ",".join("?" * len(ids))
+        ids = [row[0] for row in await conn.execute_fetchall(
+            f"SELECT id FROM jobs WHERE state = 'queued' AND id IN ({marks}) "
+            "ORDER BY id FOR UPDATE SKIP LOCKED", ids)]
+        if not ids:
+            return []
     marks = ",".join("?" * len(ids))
-    await conn.execute_fetchall(
+    # RETURNING: only the jobs this UPDATE moved are ours (another process may have won some).
+    claimed = await conn.execute_fetchall(
         f"UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
         f"error = NULL, owner = ?, lease_expires_at = ? "
-        f"WHERE state = 'queued' AND id IN ({marks})",
+        f"WHERE state = 'queued' AND id IN ({marks}) RETURNING id",
         (now, owner, now + lease_s, *ids),
     )
-    return await _select_ids(conn, ids)
+    return await _select_ids(conn, [row[0] for row in claimed]) if claimed else []
 
 
 async def renew_leases(
@@ -402,7 +412,7 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
     row = await one(
         conn,
         f"SELECT pos FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY {FAIR_ORDER}) AS pos "
-        f"FROM ({FAIR_QUEUE})) WHERE id = ?",
+        f"FROM ({FAIR_QUEUE}) fq) ranked WHERE id = ?",
         (job_id,),
     )
     return int(row[0]) if row else 0

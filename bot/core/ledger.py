@@ -169,11 +169,13 @@ async def _change(
 ) -> int:
     # An uncapped change may still not go below zero; SQLite integers hold far more than any
     # balance refunds can add up to.
+    # The cap is left out of the SQL when there is none: PostgreSQL cannot type "? IS NULL".
+    capped = "" if cap is None else " AND balance + ? <= ?"
     row = await one(
         conn,
-        "UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? >= 0 "
-        "AND (? IS NULL OR balance + ? <= ?) RETURNING balance",
-        (delta, account_id, delta, cap, delta, cap),
+        f"UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? >= 0{capped} "
+        "RETURNING balance",
+        (delta, account_id, delta, *(() if cap is None else (delta, cap))),
     )
     if row is None:
         raise InvalidRequest("amount", f"the balance would leave 0..{MAX_BALANCE:,}")

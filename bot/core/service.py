@@ -118,6 +118,10 @@ class MusicService:
         """Catalogue keys with a loaded engine (set by the app); None accepts the catalogue."""
         self.stems_unavailable: Callable[[], str | None] = lambda: None
         """Why this bot's stems lane cannot split tracks now (set by the app), else None."""
+        # PostgreSQL: another process's queued, rendered or cancelled job wakes the worker and
+        # the delivery stage at once (LISTEN/NOTIFY); the poll stays the floor. No-op on SQLite.
+        db.add_wakeup(self.settlement.work_available)
+        db.add_wakeup(self.settlement.rendered_ready)
 
     # ----------------------------------------------------------------- wiring
 

@@ -10,7 +10,6 @@ that leaked once is dead for good.
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 import aiosqlite
 
@@ -93,7 +92,8 @@ class Sharing:
 
     async def shared_track(self, share_id: str) -> tuple[Job, Track]:
         """The job and stored track behind a page id. Raises TrackNotShared for an unknown,
-        unshared, unfinished or no longer stored track (the page shows one 404 for all)."""
+        unshared or unfinished track (the page shows one 404 for all; the caller fetches the
+        files from the track store, which says when they are gone)."""
         if not _plausible(share_id):
             raise TrackNotShared()
         rows = await self.db.fetchall(
@@ -101,8 +101,6 @@ class Sharing:
             "JOIN accounts a ON a.id = j.account_id WHERE j.share_id = ?", (share_id,))
         job = jobs.job_from_row(rows[0]) if rows else None
         if job is None or job.track is None or job.state not in (JobState.RENDERED, JobState.DONE):
-            raise TrackNotShared()
-        if not Path(job.track.path).is_file():
             raise TrackNotShared()
         return job, job.track
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bot.config import Config, LimitsConfig, RateLimit, load_config
-from bot.core.db import Database
+from bot.core.db import Database, is_postgres_url
 from bot.core.errors import DeliveryError
 from bot.core.models import (
     Actor,
@@ -30,6 +30,8 @@ from bot.core.models import (
     Track,
 )
 from bot.core.service import MusicService
+from tests import pg
+from tests.pg import test_database_for
 
 PLATFORM = "console"
 GUILD = "guild-1"
@@ -80,7 +82,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     economy = dataclasses.replace(base.economy, starting_balance=100)
     models = dataclasses.replace(base.models, default="small")
     config = dataclasses.replace(
-        base, database=str(tmp_path / "bot.sqlite3"), data_dir=str(tmp_path / "data"),
+        base, database=test_database_for(tmp_path), data_dir=str(tmp_path / "data"),
         limits=limits, economy=economy, models=models,
     )
     for name, fields in sections.items():
@@ -168,8 +170,13 @@ def track(tmp_path: Path, job: Job) -> Track:
 # ----------------------------------------------------------------- reading the file directly
 
 
-def raw(db_path: Path | str) -> sqlite3.Connection:
-    """A plain sqlite3 connection to the file: sees only what was committed."""
+def raw(db_path: Path | str) -> Any:
+    """A plain sqlite3 connection to the file: sees only what was committed (for a
+    PostgreSQL URL, :class:`tests.pg.SyncPg`, which reads the same way)."""
+    if is_postgres_url(db_path):
+        return pg.SyncPg(str(db_path))
+    if pg.database_of(Path(db_path).parent):  # a test naming tmp_path / "bot.sqlite3"
+        return pg.SyncPg(pg.database_of(Path(db_path).parent))
     conn = sqlite3.connect(db_path, timeout=30)
     conn.row_factory = sqlite3.Row
     return conn

@@ -24,7 +24,7 @@ from bot.core.service import MusicService
 
 from .conftest import Clock, assert_books_balance, complete, make_config, member, raw, track
 
-pytestmark = pytest.mark.slow  # each test runs child processes: the slow tier
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]  # child processes trace SQLite
 
 REPO = Path(__file__).resolve().parents[2]
 

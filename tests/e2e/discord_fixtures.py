@@ -20,6 +20,7 @@ from bot.app import App, load_engines
 from bot.config import Config, load_config
 from bot.platforms.discord_bot import DiscordFrontend
 from tests.fakes.discord_fake import FakeDiscord, FakeGuild, FakeInteraction, FakeMessage, FakeUser
+from tests.pg import test_database_for
 
 STARTING_BALANCE = 200
 ADMIN_ROLE = "DJ"
@@ -100,7 +101,7 @@ def make_config(tmp_path: Path, fake: FakeDiscord) -> Config:
                          dotenv=None).with_model("debug")
     return dataclasses.replace(
         config,
-        database=str(tmp_path / "musicbot.sqlite3"),
+        database=test_database_for(tmp_path, "musicbot.sqlite3"),
         data_dir=str(tmp_path / "data"),
         # random-initialised Demucs: stems are noise, but no download is attempted
         models=dataclasses.replace(config.models, stems="debug"),

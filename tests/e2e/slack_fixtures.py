@@ -22,6 +22,7 @@ from bot.core.errors import MusicBotError
 from bot.core.models import Actor, Job, JobState
 from bot.platforms.slack_bot import HTTP_PATH, SlackFrontend
 from tests.fakes.slack_fake import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, Ack, FakeSlack
+from tests.pg import test_database_for
 
 MEMBER = "U0MEMBER"
 OTHER = "U0OTHER"
@@ -106,7 +107,7 @@ def make_config(tmp_path: Path, mode: str = "socket") -> Config:
     config = load_config(None, environ=environ, dotenv=None).with_model("debug")
     return dataclasses.replace(
         config,
-        database=str(tmp_path / "musicbot.sqlite3"),
+        database=test_database_for(tmp_path, "musicbot.sqlite3"),
         data_dir=str(tmp_path / "data"),
         # random-initialised Demucs: stems are noise, but no download is attempted
         models=dataclasses.replace(config.models, stems="debug"),

@@ -7,7 +7,6 @@ reaches only its own member's tracks: anything else is 404, exactly like an unkn
 # No ``from __future__ import annotations``: the generate route's body model is built per
 # config at run time, and FastAPI must see the real class, not a string naming a local.
 
-import importlib
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from bot.core import jobs
 from bot.core.errors import InvalidRequest, JobNotFound
 from bot.core.models import Destination, GenerationParams, Job, JobState, MusicRequest, Receipt
 from bot.core.requests import validate_duration, validate_model, validate_request
+from bot.core.sharing import page_url
 from bot.platforms.web.auth import Caller, caller
 from bot.platforms.web.context import WebContext, web_context
 from bot.platforms.web.errors import ApiError
@@ -40,6 +40,7 @@ from bot.platforms.web.schemas import (
     TrackPage,
     generate_request_model,
 )
+from bot.platforms.web.webhooks import check_url
 
 PLATFORM = "api"
 """Destination platform of jobs made through the API (the API frontend delivers them)."""
@@ -171,6 +172,29 @@ def build_router(config: Config) -> APIRouter:
             raise _conflict()
         return _accepted(request, context, receipt)
 
+    @router.post("/music/{track_id}/stems", status_code=202, response_model=Accepted,
+                 summary="Split a finished track into drums, bass, other and vocals (charged)")
+    async def stems(request: Request, context: Ctx, me: Me, track_id: int,
+                    idempotency_key: IdemKey = None) -> Accepted:
+        _require_ready(context)
+        await _my_job(context, me, track_id)
+        key = _idempotency(me, f"stems:{track_id}", idempotency_key)
+        destination = _destination(me, None, context.config)
+        receipt = await context.service.stems(me.actor, track_id, destination, key)
+        return _accepted(request, context, receipt)
+
+    @router.get("/music/{track_id}/stems/{stem}", response_class=FileResponse,
+                summary="One stem of a stems job (drums, bass, other, vocals)")
+    async def stem_file(context: Ctx, me: Me, track_id: int, stem: str) -> FileResponse:
+        job = await _finished(context, me, track_id)
+        path = (job.track.stems or {}).get(stem) if job.track else None
+        if path is None:
+            raise JobNotFound(track_id)
+        fmt = Path(path).suffix.lstrip(".")
+        return FileResponse(_existing(path, f"{stem} stem"),
+                            media_type=_MEDIA.get(fmt, "application/octet-stream"),
+                            filename=f"musicbot-{track_id}-{stem}.{fmt}")
+
     @router.get("/balance", response_model=Balance, summary="My tokens")
     async def balance(context: Ctx, me: Me) -> Balance:
         tokens = await context.service.balance(me.actor)
@@ -263,20 +287,9 @@ def _destination(me: Caller, webhook: str | None, config: Config) -> Destination
 
 
 def _webhook_target(url: str, config: Config) -> str:
-    """The webhook URL to store, checked (scheme; no loopback/private address unless the
-    operator allows it).
-
-    The check is the page helper's ``bot.platforms.web.webhooks.check_url``; until that module
-    is merged this keeps the minimum (an http(s) URL), so the merge is one line here.
-    """
-    try:
-        webhooks = importlib.import_module("bot.platforms.web.webhooks")
-    except ImportError:
-        if not url.startswith(("https://", "http://")):
-            raise InvalidRequest("webhook_url", "must be an http(s) URL") from None
-        return url
-    allow_private = bool(getattr(config.api, "webhook_allow_private", False))
-    return str(webhooks.check_url(url, allow_private))
+    """The webhook URL to store, checked: http(s), and no loopback/private address unless the
+    operator allows it (``api.webhooks_allow_private``)."""
+    return check_url(url, config.api.webhooks_allow_private)
 
 
 async def _my_job(context: WebContext, me: Caller, track_id: int) -> Job:
@@ -295,7 +308,9 @@ async def _finished(context: WebContext, me: Caller, track_id: int) -> Job:
     if job.state not in (JobState.RENDERED, JobState.DONE) or job.track is None:
         raise ApiError(409, "not_ready", f"Track {track_id} is {STATUS[job.state]}; its "
                        "files exist once it is completed.", track_status=STATUS[job.state])
-    return job
+    # The worker that made it may be on another machine: this process's copy of the files.
+    here = await context.service.tracks.local(job.track)
+    return replace(job, track=here) if here is not None else job
 
 
 async def _track_file(context: WebContext, me: Caller, track_id: int) -> tuple[Path, str]:
@@ -350,4 +365,21 @@ async def track_object(base_url: str, context: WebContext, job: Job) -> TrackObj
         else None,
         waveform_png_url=f"{base}/waveform.png" if made and job.track and
         job.track.waveform_path else None,
-        continue_from=p.continue_from)
+        continue_from=p.continue_from,
+        share_url=page_url(context.config, job),
+        stems=await _stem_urls(base_url, context, job) if made else None)
+
+
+async def _stem_urls(base_url: str, context: WebContext, job: Job) -> dict[str, str] | None:
+    """Stem name → URL: a stems job's own files, or a music job's latest finished stems."""
+    source = job
+    if job.kind != "stems":
+        found = await context.service.db.fetchone(
+            "SELECT id FROM jobs WHERE source_job_id = ? AND kind = 'stems' "
+            "AND state IN ('rendered', 'done') ORDER BY id DESC LIMIT 1", (job.id,))
+        if found is None:
+            return None
+        source = await context.service.get_job(int(found[0]))
+    if source.track is None or not source.track.stems:
+        return None
+    return {name: f"{base_url}/v1/music/{source.id}/stems/{name}" for name in source.track.stems}

@@ -46,9 +46,12 @@ Context = Annotated[WebContext, Depends(web_context)]
 
 async def _shared(context: WebContext, share_id: str) -> tuple[Job, Track] | None:
     try:
-        return await context.service.sharing.shared_track(share_id)
+        job, track = await context.service.sharing.shared_track(share_id)
     except TrackNotShared:
         return None
+    # This process's copy (the worker may be on another machine); None once deleted.
+    here = await context.service.tracks.local(track)
+    return None if here is None else (job, here)
 
 
 def _not_found() -> Response:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from bot.core.service import MusicService
 from bot.platforms.web import api, errors, pages
 from bot.platforms.web.auth import KeyBudget
 from bot.platforms.web.context import Progress, WebContext
+from bot.platforms.web.webhooks import WebhookSender, completion_hook
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,11 @@ class ApiFrontend:
         self.service = service
         self.context = WebContext(service, config, ready=False)
         self.app = create_app(self.context)
-        self.webhook: WebhookHook | None = None
-        """Called after a job of the API ends (done, failed, cancelled): the page helper's
-        webhook sender plugs in here."""
+        self.webhooks = WebhookSender.from_config(config)
+        self.webhook: WebhookHook | None = completion_hook(
+            self.webhooks, self._webhook_secret, self._webhook_payload)
+        """Called after a job of the API ends (done, failed, cancelled): sends the signed
+        track object to the job's ``webhook_url``, in the background."""
         self.port: int | None = None
         """The bound port (``api.port: 0`` picks a free one)."""
         self._server: _Server | None = None
@@ -106,6 +110,7 @@ class ApiFrontend:
     async def stop(self) -> None:
         """Stop answering and close the port."""
         self.context.ready = False
+        await self.webhooks.aclose()
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
@@ -136,3 +141,15 @@ class ApiFrontend:
             await self.webhook(job, track, self.context)
         except Exception:  # a member's webhook never fails the job or its delivery
             log.warning("webhook for job %d failed", job.id, exc_info=True)
+
+    async def _webhook_secret(self, job: Job) -> str | None:
+        key_id = job.destination.extra.get("key_id")
+        return await self.service.apikeys.webhook_secret(int(key_id)) if key_id else None
+
+    async def _webhook_payload(self, job: Job, track: Track | None,
+                               context: WebContext) -> dict[str, Any]:
+        # The row as it is now (done, failed, cancelled); URLs from api.public_base_url.
+        current = await self.service.get_job(job.id)
+        found = await api.track_object(self.config.api.public_base_url.rstrip("/"), context,
+                                       current)
+        return found.model_dump(mode="json")
