@@ -221,6 +221,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX jobs_by_finish ON jobs (state, finished_at);
         """,
     ),
+    (
+        10,
+        "a job's delivery platform on the row (an API job of a Discord member goes to the API)",
+        # Before the HTTP API a job was always delivered on its member's own platform.
+        """
+        ALTER TABLE jobs ADD COLUMN delivery_platform TEXT;
+        UPDATE jobs SET delivery_platform =
+            (SELECT a.platform FROM accounts a WHERE a.id = jobs.account_id);
+        CREATE INDEX jobs_by_delivery ON jobs (state, delivery_platform, next_delivery_at);
+        """,
+    ),
 ]
 """Numbered schema migrations. Append only: never edit a released entry."""
 

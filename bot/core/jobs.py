@@ -54,7 +54,7 @@ def fair_queue(platforms: Collection[str] | None = None) -> str:
     only = ""
     if platforms is not None:
         names = ", ".join(_quote(p) for p in sorted(platforms)) or "NULL"
-        only = f" AND q.account_id IN (SELECT id FROM accounts WHERE platform IN ({names}))"
+        only = f" AND q.delivery_platform IN ({names})"  # where the job is delivered
     return (
         "SELECT q.id, q.batch_key, q.account_id, q.crashes, q.duration, "
         # DENSE_RANK over the group: the takes (or batch) of one request share one turn, so
@@ -125,10 +125,11 @@ async def insert(
         conn,
         "INSERT INTO jobs (account_id, params, batch_key, duration, state, price, "
         "idempotency_key, destination, max_attempts, created_at, kind, source_job_id, "
-        "group_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "group_id, delivery_platform) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
         (account_id, params.to_json(), batch_key or params.batch_key, params.duration, price,
          idempotency_key, destination.to_json(), max_attempts, now, str(kind), source_job_id,
-         group_id),
+         group_id, destination.platform),
     )
     assert row is not None
     return int(row[0])
@@ -333,7 +334,9 @@ async def claim_deliveries(
         "WHERE g.group_id = jobs.group_id AND g.state = 'rendered') "
         "AND NOT EXISTS (SELECT 1 FROM jobs g WHERE g.group_id = jobs.group_id "
         "AND g.state IN ('queued', 'running')))) "
-        f"AND account_id IN (SELECT id FROM accounts WHERE platform IN ({names})) "
+        # The destination's platform, not the member's: a Discord member's API job is
+        # delivered by the API frontend.
+        f"AND delivery_platform IN ({names}) "
         "ORDER BY next_delivery_at, id LIMIT ?) RETURNING id",
         (owner, now + lease_s, now, now, limit),
     )

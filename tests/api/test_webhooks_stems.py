@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+import json
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bot.platforms.web.webhooks import SIGNATURE_HEADER, verify
 from tests.api.conftest import OLGA, World, api_config, open_world
@@ -33,30 +36,36 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         await world.app.stop()
 
 
+class _Hook(BaseHTTPRequestHandler):
+    got: queue.Queue[tuple[dict[str, str], bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.got.put((dict(self.headers), body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, asyncio.Queue[tuple[dict[str, str], bytes]]]]:
-    """A member's webhook endpoint on 127.0.0.1; yields its URL and what it received."""
-    got: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
-
-    async def hook(request: web.Request) -> web.Response:
-        await got.put((dict(request.headers), await request.read()))
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+def receiver() -> Iterator[tuple[str, queue.Queue[tuple[dict[str, str], bytes]]]]:
+    """A member's webhook endpoint on 127.0.0.1 (its own thread, like a separate service);
+    yields its URL and what it received."""
+    handler = type("Hook", (_Hook,), {"got": queue.Queue()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        yield f"http://127.0.0.1:{port}/hook", got
+        yield f"http://127.0.0.1:{server.server_port}/hook", handler.got
     finally:
-        await runner.cleanup()
+        server.shutdown()
+        server.server_close()
 
 
 async def test_done_track_posts_a_signed_webhook_with_the_track_object(
-    world: World, receiver: tuple[str, asyncio.Queue[tuple[dict[str, str], bytes]]]
+    world: World, receiver: tuple[str, queue.Queue[tuple[dict[str, str], bytes]]]
 ) -> None:
     url, got = receiver
     made = await world.service.apikeys.create(OLGA, "hooks")
@@ -64,11 +73,9 @@ async def test_done_track_posts_a_signed_webhook_with_the_track_object(
         accepted = await client.post("/v1/music/generate", json={
             "prompt": "dub techno", "duration": 1, "webhook_url": url})
         assert accepted.status_code == 202, accepted.text
-        headers, body = await asyncio.wait_for(got.get(), 600)
+        headers, body = await asyncio.to_thread(got.get, True, 300)
     assert verify(made.webhook_secret, headers[SIGNATURE_HEADER], body)
     assert not verify("whsec_someone-else", headers[SIGNATURE_HEADER], body)
-    import json
-
     track: dict[str, Any] = json.loads(body)
     assert track["id"] == accepted.json()["id"] and track["status"] == "completed"
 
