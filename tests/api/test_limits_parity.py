@@ -16,12 +16,16 @@ from tests.api.conftest import OLGA, World, api_config, open_world
 from tests.bad_input.test_limits_parity import NUMBER_CASES, core_accepts
 
 API_NAME = {"format": "output_format"}
+NOT_IN_THE_API = {"takes"}
+"""Chat-only options: the API makes one track per request (``takes`` over HTTP is a known gap,
+see the closing note; a script asks several times instead)."""
 
 
 def cases(world: World) -> list[dict[str, Any]]:
     config = world.app.config
     low, high = table.duration_range(config, config.models.default)
-    bodies: list[dict[str, Any]] = [{field: value} for field, value in NUMBER_CASES]
+    bodies: list[dict[str, Any]] = [{field: value} for field, value in NUMBER_CASES
+                                    if field not in NOT_IN_THE_API]
     bodies += [{"duration": round(bound + offset, 1)} for bound in (low, high)
                for offset in (0, 0.1, -0.1)]
     bodies += [{"genre": "a" * table.GENRE.max_chars}, {"genre": "a" * (table.GENRE.max_chars + 1)},
