@@ -187,6 +187,8 @@ async def claim(
         ids = [row[0] for row in await conn.execute_fetchall(
             f"SELECT id FROM ({queue}) fq WHERE batch_key = ? AND crashes = 0 "
             f"ORDER BY {FAIR_ORDER} LIMIT ?", (head["batch_key"], max_batch))]
+    if not ids:
+        return []  # (PostgreSQL refuses an empty "IN ()")
     if getattr(conn, "dialect", "sqlite") == "postgres":
         # Other processes claim at the same moment (READ COMMITTED, no file lock): take the
         # rows no one else holds instead of queueing behind their transactions.
