@@ -37,8 +37,8 @@ pytestmark = [
                        reason=f"Chromium is not installed at {CHROMIUM} (apt-get install "
                               "chromium); the browser test needs it"),
 ]
-playwright_api = pytest.importorskip("playwright.async_api",
-                                     reason="playwright is not installed (pip install playwright)")
+# playwright is in the lock (the test extra): a missing install must fail, not skip.
+import playwright.async_api as playwright_api  # noqa: E402
 
 MEMBER = Actor("discord", "guild-1", "alice")
 
