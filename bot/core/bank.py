@@ -109,9 +109,12 @@ class Bank:
         balance, and the ledger's unique index makes a second refund impossible."""
         if job.refunded <= 0:
             return
-        account = await ledger.find_account(conn, job.account)
-        assert account is not None
-        await ledger.credit(conn, account.id, job.refunded, LedgerKind.REFUND, job_id=job.id,
+        account_id = job.account_id
+        if account_id is None:  # a job not read from the database: look its member up
+            account = await ledger.find_account(conn, job.account)
+            assert account is not None
+            account_id = account.id
+        await ledger.credit(conn, account_id, job.refunded, LedgerKind.REFUND, job_id=job.id,
                             actor="system", reason=job.error or "", now=now)
 
     def _manage_what(self) -> str:

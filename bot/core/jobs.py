@@ -13,10 +13,12 @@ whose owner is known dead) may be taken over; see :mod:`bot.core.recovery`.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import aiosqlite
 
 from bot.core.db import fetch_one as one
+from bot.core.db import on_postgres
 from bot.core.models import (
     AccountKey,
     Destination,
@@ -61,11 +63,12 @@ def fair_queue(platforms: Collection[str] | None = None) -> str:
         # they sit next to each other in the order and one claim takes them together.
         "DENSE_RANK() OVER (PARTITION BY q.account_id ORDER BY COALESCE(q.group_id, q.id)) "
         "AS turn, "
-        "COALESCE(s.served, 0) AS served "
-        "FROM jobs q LEFT JOIN (SELECT account_id, MAX(started_at) AS served FROM jobs "
-        "WHERE account_id IN (SELECT account_id FROM jobs WHERE state = 'queued') "
-        "GROUP BY account_id) s ON s.account_id = q.account_id "
-        f"WHERE q.state = 'queued'{only}"
+        # Per queued row, one descent of the jobs_served index (account_id, started_at): a
+        # join over every job of the queued members grew with their whole history and was
+        # most of the database's time per /music on PostgreSQL.
+        "COALESCE((SELECT MAX(s.started_at) FROM jobs s WHERE s.account_id = q.account_id), 0)"
+        " AS served "
+        f"FROM jobs q WHERE q.state = 'queued'{only}"
     )
 
 
@@ -111,6 +114,7 @@ def job_from_row(row: aiosqlite.Row) -> Job:
         # Only jobs of other kinds keep their lane in the row; music's is its model.
         lane_key=None if row["kind"] == JobKind.MUSIC else row["batch_key"],
         group_id=row["group_id"],
+        account_id=row["account_id"],
     )
 
 
@@ -121,18 +125,34 @@ async def insert(
     batch_key: str | None = None, group_id: int | None = None,
 ) -> int:
     """Insert a queued job; a job of another ``kind`` names its lane's ``batch_key``."""
+    job_id = await insert_new(
+        conn, account_id=account_id, params=params, price=price,
+        idempotency_key=idempotency_key, destination=destination, max_attempts=max_attempts,
+        now=now, kind=kind, source_job_id=source_job_id, batch_key=batch_key, group_id=group_id)
+    if job_id is None:
+        raise AssertionError(f"idempotency key {idempotency_key!r} is taken")
+    return job_id
+
+
+async def insert_new(
+    conn: aiosqlite.Connection, *, account_id: int, params: GenerationParams, price: int,
+    idempotency_key: str, destination: Destination, max_attempts: int, now: float,
+    kind: str = JobKind.MUSIC.value, source_job_id: int | None = None,
+    batch_key: str | None = None, group_id: int | None = None,
+) -> int | None:
+    """:func:`insert`, or None (nothing written) when a job already has this idempotency
+    key: the unique index answers "was this request made before?" in the same statement."""
     row = await one(
         conn,
         "INSERT INTO jobs (account_id, params, batch_key, duration, state, price, "
         "idempotency_key, destination, max_attempts, created_at, kind, source_job_id, "
         "group_id, delivery_platform) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "RETURNING id",
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
         (account_id, params.to_json(), batch_key or params.batch_key, params.duration, price,
          idempotency_key, destination.to_json(), max_attempts, now, str(kind), source_job_id,
          group_id, destination.platform),
     )
-    assert row is not None
-    return int(row[0])
+    return None if row is None else int(row[0])
 
 
 async def get(conn: aiosqlite.Connection, job_id: int) -> Job | None:
@@ -154,6 +174,21 @@ async def _select_ids(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[Jo
     return await select(conn, f"WHERE j.id IN ({marks}) ORDER BY j.id", list(ids))
 
 
+async def update_returning(
+    conn: aiosqlite.Connection, update: str, params: Sequence[object]
+) -> list[Job]:
+    """Run ``update`` (an ``UPDATE jobs ... WHERE ...`` without RETURNING) and return the
+    jobs it changed, by id. On PostgreSQL that is one round trip (a data-modifying CTE);
+    SQLite cannot put an UPDATE in a CTE, but its statements cost no round trip."""
+    if on_postgres(conn):
+        rows = await conn.execute_fetchall(
+            f"WITH j AS ({update} RETURNING *) SELECT j.*, a.platform, a.community, a.user "
+            "FROM j JOIN accounts a ON a.id = j.account_id ORDER BY j.id", params)
+        return [job_from_row(row) for row in rows]
+    changed = await conn.execute_fetchall(f"{update} RETURNING id", params)
+    return await _select_ids(conn, [row[0] for row in changed]) if changed else []
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -170,43 +205,52 @@ async def claim(
     is claimed alone, and only when the caller runs nothing else of that batch (``alone``):
     if it is what kills the process it cannot take innocent batch-mates down with it again.
     """
-    queue = fair_queue(platforms)
-    conditions = ["batch_key = ?"] if batch_key is not None else []
-    conditions += ["batch_key NOT IN (" + ",".join("?" * len(exclude)) + ")"] if exclude else []
-    only = " WHERE " + " AND ".join(conditions) if conditions else ""
-    keys = (*(() if batch_key is None else (batch_key,)), *exclude)
-    head = await one(conn, f"SELECT id, batch_key, crashes FROM ({queue}) fq{only} "
-                     f"ORDER BY {FAIR_ORDER} LIMIT 1", keys)
-    if head is None:
+    candidates = await _claim_candidates(conn, fair_queue(platforms), max_batch,
+                                         batch_key=batch_key, exclude=exclude)
+    if not candidates:
         return []
+    head = candidates[0]
     if head["crashes"] > 0:
         if not alone:
             return []  # the suspect waits for the batch to drain, then runs by itself
         ids = [head["id"]]
     else:
-        ids = [row[0] for row in await conn.execute_fetchall(
-            f"SELECT id FROM ({queue}) fq WHERE batch_key = ? AND crashes = 0 "
-            f"ORDER BY {FAIR_ORDER} LIMIT ?", (head["batch_key"], max_batch))]
-    if not ids:
-        return []  # (PostgreSQL refuses an empty "IN ()")
-    if getattr(conn, "dialect", "sqlite") == "postgres":
+        ids = [row["id"] for row in candidates if row["crashes"] == 0][:max_batch]
+    marks = ",".join("?" * len(ids))
+    mine = f"id IN ({marks})"
+    if on_postgres(conn):
         # Other processes claim at the same moment (READ COMMITTED, no file lock): take the
         # rows no one else holds instead of queueing behind their transactions.
-        marks = ",".join("?" * len(ids))
-        ids = [row[0] for row in await conn.execute_fetchall(
-            f"SELECT id FROM jobs WHERE state = 'queued' AND id IN ({marks}) "
-            "ORDER BY id FOR UPDATE SKIP LOCKED", ids)]
-        if not ids:
-            return []
-    marks = ",".join("?" * len(ids))
-    # RETURNING: only the jobs this UPDATE moved are ours (another process may have won some).
-    claimed = await conn.execute_fetchall(
-        f"UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
-        f"error = NULL, owner = ?, lease_expires_at = ? "
-        f"WHERE state = 'queued' AND id IN ({marks}) RETURNING id",
+        # ARRAY(...): locked once, as an init plan; as "id IN (subquery)" the planner may
+        # join it into the UPDATE's own scan, which then waits on the rows it should skip.
+        mine = (f"id = ANY(ARRAY(SELECT id FROM jobs WHERE state = 'queued' AND {mine} "
+                "ORDER BY id FOR UPDATE SKIP LOCKED))")
+    # Only the jobs this UPDATE moved are ours (another process may have won some).
+    return await update_returning(
+        conn,
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, "
+        f"error = NULL, owner = ?, lease_expires_at = ? WHERE state = 'queued' AND {mine}",
         (now, owner, now + lease_s, *ids),
     )
-    return await _select_ids(conn, [row[0] for row in claimed]) if claimed else []
+
+
+async def _claim_candidates(
+    conn: aiosqlite.Connection, queue: str, max_batch: int, *, batch_key: str | None,
+    exclude: Collection[str],
+) -> list[Any]:
+    """The fairest queued job that passes the filters, then (same batch key, fair order) up
+    to ``max_batch`` batch-mates that never crashed: one query, the head row first."""
+    conditions = ["batch_key = ?"] if batch_key is not None else []
+    conditions += ["batch_key NOT IN (" + ",".join("?" * len(exclude)) + ")"] if exclude else []
+    only = " WHERE " + " AND ".join(conditions) if conditions else ""
+    keys = (*(() if batch_key is None else (batch_key,)), *exclude)
+    return list(await conn.execute_fetchall(
+        f"WITH fq AS ({queue}), "
+        f"head AS (SELECT id, batch_key FROM fq{only} ORDER BY {FAIR_ORDER} LIMIT 1) "
+        "SELECT fq.id, fq.crashes FROM fq JOIN head ON fq.batch_key = head.batch_key "
+        "WHERE fq.crashes = 0 OR fq.id = head.id "
+        "ORDER BY CASE WHEN fq.id = head.id THEN 0 ELSE 1 END, fq.turn, fq.served, fq.id "
+        "LIMIT ?", (*keys, max_batch + 1)))
 
 
 async def renew_leases(
@@ -263,15 +307,15 @@ async def finish(
     assert all(s.refundable for s in from_states)
     marks = ",".join("?" * len(from_states))
     mine = "" if owner is None else " AND (state <> 'running' OR owner = ?)"
-    changed = await one(
+    changed = await update_returning(
         conn,
         f"UPDATE jobs SET state = ?, error = ?, finished_at = ?, refunded = price, "
         f"owner = NULL, lease_expires_at = NULL, {_FORGET_TOKENS} "
-        f"WHERE id = ? AND state IN ({marks}){mine} RETURNING id",
+        f"WHERE id = ? AND state IN ({marks}){mine}",
         (state.value, error, now, job_id, *(s.value for s in from_states),
          *(() if owner is None else (owner,))),
     )
-    return await get(conn, job_id) if changed else None
+    return changed[0] if changed else None
 
 
 async def requeue(
@@ -429,19 +473,23 @@ async def backlog(
     """What stands before a job, for its ETA: (its 1-based place, 0 if not queued; the
     lengths of the queued jobs up to and including it in fair order — the whole queue when
     ``job_id`` is None; the lengths of the running jobs)."""
+    # One query for both lists (one round trip on PostgreSQL): the queue in fair order,
+    # then the running jobs (part 1).
     rows = await conn.execute_fetchall(
-        f"SELECT f.id, f.duration FROM ({FAIR_QUEUE}) f ORDER BY {FAIR_ORDER}")
+        f"SELECT 0 AS part, f.id, f.duration, f.turn, f.served FROM ({FAIR_QUEUE}) f "
+        "UNION ALL SELECT 1, id, duration, 0, 0 FROM jobs WHERE state = 'running' "
+        f"ORDER BY part, {FAIR_ORDER}")
     queued: list[float] = []
     place = 0
-    for index, row in enumerate(rows, start=1):
-        queued.append(float(row[1]))
-        if row[0] == job_id:
-            place = index
+    for row in rows:
+        if row[0] == 1 or place:
             break
+        queued.append(float(row[2]))
+        if row[1] == job_id:
+            place = len(queued)
     if job_id is not None and not place:
         queued = []
-    running = [float(r[0]) for r in await conn.execute_fetchall(
-        "SELECT duration FROM jobs WHERE state = 'running'")]
+    running = [float(row[2]) for row in rows if row[0] == 1]
     return place, queued, running
 
 

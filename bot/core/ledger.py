@@ -13,6 +13,7 @@ import aiosqlite
 
 from bot.config import EconomyConfig
 from bot.core.db import fetch_one as one
+from bot.core.db import on_postgres
 from bot.core.errors import InsufficientTokens, InvalidRequest
 from bot.core.models import AccountKey, LedgerEntry, LedgerKind
 
@@ -32,8 +33,13 @@ class Account:
 async def ensure_account(
     conn: aiosqlite.Connection, key: AccountKey, economy: EconomyConfig, now: float
 ) -> Account:
-    """Return the account, creating it with the starting balance and applying any allowance."""
-    row = await _account_row(conn, key)  # the common case: one query
+    """Return the account, creating it with the starting balance and applying any allowance.
+
+    The account row stays locked until the transaction ends (PostgreSQL: ``FOR UPDATE``;
+    SQLite's writer is already alone), so the caller's read-then-write steps (limits, the
+    allowance, ``set``) see no concurrent change to this member.
+    """
+    row = await _account_row(conn, key, lock=True)  # the common case: one query
     if row is None:
         row = await _create_account(conn, key, economy, now)
     account_id, balance, allowance_day = row
@@ -55,7 +61,7 @@ async def _create_account(
     if created is not None and economy.starting_balance > 0:
         await _change(conn, created[0], economy.starting_balance, LedgerKind.STARTING,
                       actor="system", reason="welcome", now=now)
-    row = await _account_row(conn, key)
+    row = await _account_row(conn, key, lock=True)
     assert row is not None
     return row
 
@@ -96,16 +102,13 @@ async def debit(
     job_id: int | None, actor: str, reason: str, now: float,
 ) -> int:
     """Take ``amount`` tokens in one conditional UPDATE; raise InsufficientTokens otherwise."""
-    row = await one(
-        conn,
-        "UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ? RETURNING balance",
-        (amount, account.id, amount),
-    )
-    if row is None:
+    balance = await _write_change(
+        conn, account.id, -amount, "balance >= :amount", {"amount": amount},
+        kind, job_id, actor, reason, now)
+    if balance is None:
         current = await _balance(conn, account.id)
         raise InsufficientTokens(balance=current, price=amount)
-    await _insert_entry(conn, account.id, -amount, row[0], kind, job_id, actor, reason, now)
-    return int(row[0])
+    return balance
 
 
 async def credit(
@@ -170,15 +173,42 @@ async def _change(
     # An uncapped change may still not go below zero; SQLite integers hold far more than any
     # balance refunds can add up to.
     # The cap is left out of the SQL when there is none: PostgreSQL cannot type "? IS NULL".
-    capped = "" if cap is None else " AND balance + ? <= ?"
-    row = await one(
-        conn,
-        f"UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? >= 0{capped} "
-        "RETURNING balance",
-        (delta, account_id, delta, *(() if cap is None else (delta, cap))),
-    )
-    if row is None:
+    capped = "" if cap is None else " AND balance + :delta <= :cap"
+    balance = await _write_change(
+        conn, account_id, delta, f"balance + :delta >= 0{capped}",
+        {} if cap is None else {"cap": cap}, kind, job_id, actor, reason, now)
+    if balance is None:
         raise InvalidRequest("amount", f"the balance would leave 0..{MAX_BALANCE:,}")
+    return balance
+
+
+async def _write_change(
+    conn: aiosqlite.Connection, account_id: int, delta: int, condition: str,
+    condition_params: dict[str, object], kind: LedgerKind, job_id: int | None, actor: str,
+    reason: str, now: float,
+) -> int | None:
+    """``balance += delta`` if ``condition`` holds, and its ledger line, in one transaction;
+    the new balance, or None (nothing written) when the condition fails.
+
+    On PostgreSQL both are one statement (a data-modifying CTE: one round trip instead of
+    two); SQLite runs the two statements, which cost no round trip there.
+    """
+    params = {"delta": delta, "account": account_id, "kind": kind.value, "job": job_id,
+              "actor": actor, "reason": reason, "now": now, **condition_params}
+    update = (f"UPDATE accounts SET balance = balance + :delta WHERE id = :account "
+              f"AND {condition}")
+    if on_postgres(conn):
+        row = await one(
+            conn,
+            f"WITH changed AS ({update} RETURNING id, balance) INSERT INTO ledger "
+            "(account_id, delta, balance_after, kind, job_id, actor, reason, created_at) "
+            "SELECT id, CAST(:delta AS BIGINT), balance, CAST(:kind AS TEXT), "
+            "CAST(:job AS BIGINT), CAST(:actor AS TEXT), CAST(:reason AS TEXT), "
+            "CAST(:now AS DOUBLE PRECISION) FROM changed RETURNING balance_after", params)
+        return None if row is None else int(row[0])
+    row = await one(conn, f"{update} RETURNING balance", params)
+    if row is None:
+        return None
     await _insert_entry(conn, account_id, delta, row[0], kind, job_id, actor, reason, now)
     return int(row[0])
 
@@ -198,11 +228,14 @@ async def _apply_allowance(
                          reason=f"daily allowance ({days} day{'s' if days > 1 else ''})", now=now)
 
 
-async def _account_row(conn: aiosqlite.Connection, key: AccountKey) -> tuple[int, int, int] | None:
+async def _account_row(
+    conn: aiosqlite.Connection, key: AccountKey, *, lock: bool = False
+) -> tuple[int, int, int] | None:
+    locking = " FOR UPDATE" if lock and getattr(conn, "dialect", "sqlite") == "postgres" else ""
     row = await one(
         conn,
         "SELECT id, balance, allowance_day FROM accounts "
-        "WHERE platform = ? AND community = ? AND user = ?",
+        f"WHERE platform = ? AND community = ? AND user = ?{locking}",
         (key.platform, key.community, key.user),
     )
     return (row[0], row[1], row[2]) if row else None

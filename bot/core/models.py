@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Self, cast
 
 if TYPE_CHECKING:
@@ -26,7 +26,9 @@ class _JsonColumn:
 
     def to_json(self) -> str:
         """The fields as one JSON object (sorted keys, so equal values give equal text)."""
-        return json.dumps(asdict(cast("DataclassInstance", self)), sort_keys=True)
+        # A shallow dict: asdict() deep-copies every value, a tenth of a /music's CPU.
+        values = {f.name: getattr(self, f.name) for f in fields(cast("DataclassInstance", self))}
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_json(cls, raw: str) -> Self:
@@ -271,6 +273,9 @@ class Job:
     group_id: int | None = None
     """Jobs asked for together (takes of one prompt, a batch of prompts) share the id of the
     group's first job; they are charged in one transaction and delivered in one message."""
+    account_id: int | None = None
+    """The member's account row (set on jobs read from the database): refunds credit it
+    without looking the member up again."""
 
     @property
     def batch_key(self) -> str:

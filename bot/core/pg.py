@@ -12,9 +12,17 @@ COMMITTED a concurrent UPDATE of the same row waits for the other transaction an
 re-evaluates its ``WHERE`` on the row as committed, so two debits can never both pass the
 ``balance >= ?`` test on the same tokens; the CHECK (balance >= 0) and the one-charge /
 one-refund unique indexes back that up. Every job state change is likewise one conditional
-``UPDATE ... WHERE state = ... RETURNING``. Within one process, writes are still serialised
-(as on SQLite) so that the few read-then-write helpers (``set_balance``, the allowance) behave
-exactly as they do there; across processes they rely on the conditional statements above.
+``UPDATE ... WHERE state = ... RETURNING``. The few read-then-write steps of one member
+(the per-member limits, the daily allowance, an admin's ``set``) run after
+``ensure_account`` has locked that member's row (``SELECT ... FOR UPDATE``), so they are
+serialised per member, as SQLite's single writer serialises them all.
+
+Unlike SQLite, write transactions run concurrently, one per pooled connection, within a
+process as across processes: a charge costs a few network round trips, and serialising them
+held the ledger to one transaction per round-trip chain (see docs/performance.md). Locks are
+taken in one order — a job row, then its member's account — and claims skip locked rows, so
+concurrent transactions wait for each other but do not deadlock; should PostgreSQL still
+report one, the losing transaction is rolled back whole and reported as DatabaseBusy.
 """
 
 from __future__ import annotations
@@ -24,14 +32,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
-from bot.core.db import MIGRATIONS, Database, DatabaseBusy, DatabaseError
+from bot.core.db import MIGRATIONS, Database, DatabaseBusy, DatabaseError, StatementResult
 from bot.log_redaction import redact_dsn
 
 log = logging.getLogger(__name__)
@@ -206,35 +214,6 @@ def to_pg_ddl(sql: str) -> str:
     return "".join(parts)
 
 
-class _Result:
-    """What ``aiosqlite.Connection.execute`` returns, enough for ``await`` and ``async with``
-    (``fetchone``/``fetchall``): runs the statement once, on first use."""
-
-    def __init__(self, conn: PgConnection, sql: str, params: Any) -> None:
-        self._query = conn.execute_fetchall(sql, params)
-        self._rows: list[asyncpg.Record] | None = None
-
-    async def _run(self) -> _Result:
-        if self._rows is None:
-            self._rows = await self._query
-        return self
-
-    def __await__(self) -> Generator[Any, None, _Result]:
-        return self._run().__await__()
-
-    async def __aenter__(self) -> _Result:
-        return await self._run()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def fetchone(self) -> asyncpg.Record | None:
-        return next(iter(self._rows or ()), None)
-
-    async def fetchall(self) -> list[asyncpg.Record]:
-        return list(self._rows or ())
-
-
 class PgConnection:
     """An asyncpg connection speaking the core's portable SQL."""
 
@@ -248,13 +227,21 @@ class PgConnection:
         text, args = bind(sql, params)
         return list(await self.raw.fetch(text, *args))
 
-    def execute(self, sql: str, params: Any = ()) -> _Result:
-        return _Result(self, sql, params)
+    def execute(self, sql: str, params: Any = ()) -> StatementResult:
+        return StatementResult(self.execute_fetchall(sql, params))
 
 
 _UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 _CONTENDED = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError,
               asyncpg.SerializationError)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing to do. asyncpg's default sends ``RESET ALL; UNLISTEN
+    *; CLOSE ALL; ...`` — one more round trip per transaction and per query — but musicbot's
+    pooled sessions never change session state: LISTEN has its own connection, advisory locks
+    are transaction-scoped, and nothing runs ``SET``. (asyncpg still rolls back a transaction
+    left open.)"""
 
 
 class PostgresDatabase(Database):
@@ -270,7 +257,6 @@ class PostgresDatabase(Database):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._wakeups: list[asyncio.Event] = []
-        self._write_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({redact_dsn(self.url)})"
@@ -284,7 +270,8 @@ class PostgresDatabase(Database):
                 # lock_timeout: a write stuck behind another process's lock gives up like
                 # SQLite's busy_timeout (DatabaseBusy, nothing changed).
                 server_settings={"lock_timeout": str(self.busy_timeout_ms),
-                                 "application_name": "musicbot"})
+                                 "application_name": "musicbot"},
+                reset=_keep_session)
             if migrate:
                 await self.upgrade()
             self._listener = await asyncpg.connect(self.url)
@@ -372,18 +359,17 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[PgConnection]:
-        """A READ COMMITTED transaction (see the module docstring for why that suffices);
-        one at a time in this process, like SQLite's writer."""
+        """A READ COMMITTED transaction on its own pooled connection (see the module
+        docstring for why that suffices and why these run concurrently)."""
         assert self._pool is not None, "database is not open"
-        async with self._write_lock:
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    yield PgConnection(conn)
-            except _CONTENDED as exc:
-                raise DatabaseBusy() from exc  # the transaction was rolled back
-            except _UNREACHABLE as exc:
-                raise DatabaseError("The database cannot be reached right now; please try "
-                                    "again in a moment.") from exc
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield PgConnection(conn)
+        except _CONTENDED as exc:
+            raise DatabaseBusy() from exc  # the transaction was rolled back
+        except _UNREACHABLE as exc:
+            raise DatabaseError("The database cannot be reached right now; please try "
+                                "again in a moment.") from exc
 
     @asynccontextmanager
     async def reader_snapshot(self) -> AsyncIterator[PgConnection]:

@@ -67,7 +67,7 @@ async def life():
     service = MusicService(config, db)
     service.register_frontend(Frontend())
     await service.start()
-    await db._writer.set_trace_callback(trace)
+    db._writer.raw.set_trace_callback(trace)
     alice, bob = (Actor("console", "guild-1", u) for u in ("alice", "bob"))
     def where(a): return Destination("console", a.community, "general", a.user)
     async def order(actor, key):
