@@ -254,12 +254,15 @@ async def _claim_candidates(
 
 
 async def renew_leases(
-    conn: aiosqlite.Connection, owner: str, until: float
+    conn: aiosqlite.Connection, owner: str, until: float, running: Collection[int] = (),
 ) -> list[tuple[int, bool]]:
-    """Extend every lease ``owner`` holds; returns (job id, cancel requested) of those jobs."""
+    """Extend ``owner``'s leases on its deliveries and on the ``running`` jobs named;
+    returns (job id, cancel requested) of those jobs."""
+    ids = list(running)
+    working = f" OR (state = 'running' AND id IN ({','.join('?' * len(ids))}))" if ids else ""
     rows = await conn.execute_fetchall(
-        "UPDATE jobs SET lease_expires_at = ? WHERE owner = ? AND state IN ('running', "
-        "'rendered') RETURNING id, cancel_requested", (until, owner))
+        f"UPDATE jobs SET lease_expires_at = ? WHERE owner = ? AND (state = 'rendered'{working}) "
+        "RETURNING id, cancel_requested", (until, owner, *ids))
     return [(int(r[0]), bool(r[1])) for r in rows]
 
 

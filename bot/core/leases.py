@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from bot.core import jobs
 from bot.core.db import Database
@@ -51,6 +51,10 @@ def owner_is_dead(owner: str) -> bool:
 class LeaseKeeper:
     """Renews this process's leases; reports which of its running jobs were asked to stop.
 
+    Renewed: the running jobs ``held()`` names (the ones the worker still works on) and the
+    deliveries this process holds. A running job the process no longer works on — its
+    settling failed for good — is not renewed, so its lease lapses and recovery takes it.
+
     ``on_renewed(held)`` gets ``{job_id: cancel_requested}`` for every job still held, so a
     cancel typed in another process reaches the worker within one heartbeat.
     """
@@ -58,8 +62,10 @@ class LeaseKeeper:
     def __init__(
         self, db: Database, owner: str, *, lease_s: float,
         on_renewed: Callable[[dict[int, bool]], None], clock: Callable[[], float] = time.time,
+        held: Callable[[], Collection[int]] = tuple,
     ) -> None:
         self.db = db
+        self._held = held
         self.owner = owner
         self.lease_s = lease_s
         self.heartbeat_s = min(1.0, lease_s / 3)
@@ -69,7 +75,8 @@ class LeaseKeeper:
     async def renew(self) -> dict[int, bool]:
         """One heartbeat."""
         async with self.db.write() as conn:
-            held = dict(await jobs.renew_leases(conn, self.owner, self._clock() + self.lease_s))
+            held = dict(await jobs.renew_leases(conn, self.owner, self._clock() + self.lease_s,
+                                                running=self._held()))
         self._on_renewed(held)
         return held
 

@@ -109,7 +109,8 @@ class MusicService:
         self.recovery = Recovery(config, db, self.notifier,
                                  work_available=self.settlement.work_available, clock=clock)
         self.leases = LeaseKeeper(db, self.owner, lease_s=config.generation.lease_s,
-                                  on_renewed=self.settlement.leases_renewed, clock=clock)
+                                  on_renewed=self.settlement.leases_renewed, clock=clock,
+                                  held=self.settlement.held_jobs)
         self.apikeys = ApiKeys(config, db, clock=clock)
         """The members' HTTP API keys (:mod:`bot.core.apikeys`)."""
         self.sharing = Sharing(config, db)

@@ -13,14 +13,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import replace
-from typing import cast
+from typing import TypeVar, cast
 
 from bot.config import Config
 from bot.core import faults, jobs
 from bot.core.bank import Bank
-from bot.core.db import Database
+from bot.core.db import Database, DatabaseBusy, DatabaseError
 from bot.core.errors import JobNotFound
 from bot.core.eta import SpeedEstimator
 from bot.core.events import Notifier
@@ -29,6 +29,8 @@ from bot.core.sharing import share_on_render
 from bot.core.storage import DirectoryStore, StorageError, TrackStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Settlement:
@@ -47,6 +49,10 @@ class Settlement:
         self.store: TrackStore = store or DirectoryStore(config.tracks_path)
         self._clock = clock
         self._stop_flags: set[int] = set()
+        self._held: set[int] = set()
+        """Running jobs this process claimed and has not settled: the heartbeat renews
+        exactly these leases (plus its deliveries'), so a job whose settling was given up
+        is left to lapse and to recovery instead of staying ``running`` forever."""
         self._flags_lock = threading.Lock()
         self.work_available = asyncio.Event()
         """Set when a job may be waiting (a hint: the worker also polls)."""
@@ -66,6 +72,8 @@ class Settlement:
                                        lease_s=self.config.generation.lease_s,
                                        platforms=platforms, batch_key=batch_key, alone=alone,
                                        exclude=exclude)
+        with self._flags_lock:
+            self._held.update(job.id for job in claimed)
         for job in claimed:
             faults.crash_point("claimed", job.params.prompt)
             self._notifier.emit(JobEvent(EventKind.STARTED, job))
@@ -128,19 +136,73 @@ class Settlement:
 
     # ------------------------------------------------------------------ settling
 
+    def held_jobs(self) -> list[int]:
+        """Running jobs this process is working on (their leases are renewed)."""
+        with self._flags_lock:
+            return sorted(self._held)
+
     async def rendered(self, job: Job, track: Track) -> Job:
         """The track is on disk: commit it and hand the job to the delivery outbox.
 
         A job whose cancel was asked meanwhile is cancelled and refunded instead.
         """
+        return await self._persist([job.id], lambda: self._rendered(job, track))
+
+    async def fail(self, job_id: int, message: str, retryable: bool = False) -> Job:
+        """Report a failed attempt: retry if allowed, else fail and refund exactly once."""
+        return await self._persist([job_id], lambda: self._fail(job_id, message, retryable))
+
+    async def release(self, job_ids: Iterable[int]) -> None:
+        """Put this process's running jobs back in the queue, no attempt spent, no money moved.
+
+        A released job whose cancel was requested is cancelled and refunded instead.
+        """
+        for job_id in job_ids:
+            await self._persist([job_id], lambda job_id=job_id: self._release(job_id))
+        self.work_available.set()
+
+    async def finish_cancelled(self, job_id: int) -> Job:
+        """A running job stopped on request: cancelled, refunded exactly once."""
+        return await self._persist([job_id], lambda: self._finish_cancelled(job_id))
+
+    async def _persist(self, job_ids: list[int], step: Callable[[], Awaitable[T]]) -> T:
+        """Run one settling step; while the database cannot be reached or stays locked, try
+        again, for up to one lease period.
+
+        Safe to repeat: every step is a conditional statement that checks state and owner,
+        so a step whose commit went through but whose answer was lost is refused (changes
+        nothing) the second time. Given up, the jobs leave :meth:`held_jobs`: their leases
+        lapse and recovery re-queues them (or fails and refunds them) in whichever process
+        reaches the database — never a job left ``running`` for good.
+        """
+        pause, waited = 0.2, 0.0
+        try:
+            while True:
+                try:
+                    return await step()
+                except (DatabaseError, DatabaseBusy) as exc:
+                    if waited + pause > self.config.generation.lease_s:
+                        log.error("could not settle job(s) %s: %s; leaving them to recovery",
+                                  job_ids, exc)
+                        raise
+                    log.warning("settling job(s) %s failed (%s); retrying in %.1f s",
+                                job_ids, exc, pause)
+                    await asyncio.sleep(pause)
+                    waited += pause
+                    pause = min(pause * 2, 5.0)
+        finally:
+            with self._flags_lock:
+                self._held.difference_update(job_ids)
+
+    async def _rendered(self, job: Job, track: Track) -> Job:
         if self.cancel_requested(job.id):
-            return await self.finish_cancelled(job.id)
+            return await self._finish_cancelled(job.id)
         try:
             track = await self.store.save(track)  # reachable by every frontends process first
         except StorageError as exc:
             log.warning("storing job %d's track failed: %s", job.id, exc.user_message)
-            return await self.fail(job.id, "the finished track could not be stored",
-                                   retryable=True)
+            return await self._fail(job.id, "the finished track could not be stored",
+                                    retryable=True)
         async with self.db.write() as conn:
             done = await jobs.mark_rendered(conn, job.id, owner=self.owner, track=track,
                                             now=self._clock())
@@ -149,15 +211,14 @@ class Settlement:
             current = done or await jobs.get(conn, job.id)
         assert current is not None
         if done is None and current.state is JobState.RUNNING and current.cancel_requested:
-            return await self.finish_cancelled(job.id)
+            return await self._finish_cancelled(job.id)
         faults.crash_point("rendered", job.params.prompt)
         if done is not None:
             self.rendered_ready.set()
         self._forget(job.id)
         return current
 
-    async def fail(self, job_id: int, message: str, retryable: bool = False) -> Job:
-        """Report a failed attempt: retry if allowed, else fail and refund exactly once."""
+    async def _fail(self, job_id: int, message: str, retryable: bool) -> Job:
         now = self._clock()
         event: JobEvent | None = None
         async with self.db.write() as conn:
@@ -184,25 +245,18 @@ class Settlement:
             self._forget(job_id)
         return current
 
-    async def release(self, job_ids: Iterable[int]) -> None:
-        """Put this process's running jobs back in the queue, no attempt spent, no money moved.
+    async def _release(self, job_id: int) -> None:
+        async with self.db.write() as conn:
+            again = await jobs.requeue(conn, job_id, error=None, count_attempt=False,
+                                       owner=self.owner)
+            place = await jobs.position(conn, job_id) if again else 0
+        if again is not None:
+            self._notifier.emit(JobEvent(EventKind.REQUEUED, again, position=place))
+            self._forget(job_id)
+        else:  # cancel requested (here or in another process), or no longer ours
+            await self._finish_cancelled(job_id)
 
-        A released job whose cancel was requested is cancelled and refunded instead.
-        """
-        for job_id in job_ids:
-            async with self.db.write() as conn:
-                again = await jobs.requeue(conn, job_id, error=None, count_attempt=False,
-                                           owner=self.owner)
-                place = await jobs.position(conn, job_id) if again else 0
-            if again is not None:
-                self._notifier.emit(JobEvent(EventKind.REQUEUED, again, position=place))
-                self._forget(job_id)
-            else:  # cancel requested (here or in another process), or no longer ours
-                await self.finish_cancelled(job_id)
-        self.work_available.set()
-
-    async def finish_cancelled(self, job_id: int) -> Job:
-        """A running job stopped on request: cancelled, refunded exactly once."""
+    async def _finish_cancelled(self, job_id: int) -> Job:
         now = self._clock()
         async with self.db.write() as conn:
             ended = await jobs.finish(conn, job_id, JobState.CANCELLED, error="cancelled",

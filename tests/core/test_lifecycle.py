@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.core.db import Database, DatabaseBusy
 from bot.core.errors import JobNotCancellable
 from bot.core.ledger import MAX_BALANCE
 from bot.core.models import JobState
@@ -118,3 +121,67 @@ async def test_delivery_tokens_are_forgotten_once_delivered(
     assert job.destination.interaction_token == "secret-token"
     done = await complete(service, job, track(tmp_path, job))
     assert done.id == receipt.job.id and done.destination.interaction_token is None
+
+
+async def _service_with_short_busy_wait(
+    config: Any, clock: Clock, frontend: RecordingFrontend
+) -> MusicService:
+    db = await Database(config.database_path, busy_timeout_ms=100).open()
+    service = MusicService(config, db, clock=clock)
+    service.register_frontend(frontend)
+    await service.start()
+    return service
+
+
+@pytest.mark.sqlite_only  # another process holding SQLite's write lock stands for an outage
+async def test_a_settle_the_database_refuses_for_a_while_is_retried_until_it_lands(
+    config: Any, clock: Clock, frontend: RecordingFrontend, tmp_path: Path
+) -> None:
+    service = await _service_with_short_busy_wait(config, clock, frontend)
+    try:
+        await order(service, member())
+        [job] = await service.settlement.claim(1)
+        holder = sqlite3.connect(config.database_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the database cannot take our write for now
+        settling = asyncio.create_task(service.settlement.rendered(job, track(tmp_path, job)))
+        await asyncio.sleep(0.6)
+        assert not settling.done()  # still trying, not given up and not lost
+        holder.rollback()
+        holder.close()
+        assert (await settling).state is JobState.RENDERED
+        assert service.settlement.held_jobs() == []
+    finally:
+        await service.db.close()
+
+
+@pytest.mark.sqlite_only
+async def test_a_settle_given_up_leaves_the_job_to_recovery_not_running_for_good(
+    open_service: Any, config: Any, clock: Clock, frontend: RecordingFrontend,
+    tmp_path: Path,
+) -> None:
+    """The worker lives on, but its settle failed for longer than a lease: its heartbeat
+    stops renewing that job, so the lease lapses and another process re-queues it."""
+    config = dataclasses.replace(
+        config, generation=dataclasses.replace(config.generation, lease_s=3.0))
+    service = await _service_with_short_busy_wait(config, clock, frontend)
+    other: MusicService = await open_service(config)
+    try:
+        receipt = await order(service, member())
+        [job] = await service.settlement.claim(1)
+        holder = sqlite3.connect(config.database_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(DatabaseBusy):
+                await service.settlement.fail(job.id, "boom")
+        finally:
+            holder.rollback()
+            holder.close()
+        assert service.settlement.held_jobs() == []
+        assert job.id not in await service.leases.renew()  # the live heartbeat lets it go
+        clock.advance(config.generation.lease_s + 1)
+        assert (await other.recovery.recover()).requeued == [job.id]
+        assert (await other.get_job(job.id)).state is JobState.QUEUED
+        assert await other.balance(member()) == 100 - receipt.price  # charged once, pending
+        assert_books_balance(config.database_path)
+    finally:
+        await service.db.close()
