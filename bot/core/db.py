@@ -45,16 +45,25 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
 from bot.core.errors import MusicBotError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Connection(Protocol):
+    """What the core asks of a connection from ``write()`` or ``reader_snapshot()`` (SQLite's
+    inline writer, aiosqlite's reader, PostgreSQL's :class:`bot.core.pg.PgConnection`)."""
+
+    async def execute_fetchall(self, sql: str, params: Any = ...) -> Any: ...
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -365,6 +374,10 @@ class SqliteDatabase(Database):
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._writer: InlineWriter | None = None
+        self._queries: sqlite3.Connection | None = None
+        """Single-statement reads (``fetchone``/``fetchall``), on the loop thread like the
+        writer: index-bound point reads (an API key, a job) take microseconds, and a hop to
+        a reader thread per read made them wait for every busy task on the loop."""
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
@@ -379,6 +392,7 @@ class SqliteDatabase(Database):
             if migrate:
                 await self.upgrade()
             self._reader = await _connect(self.path, self.busy_timeout_ms)
+            self._queries = _connect_inline(self.path)
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise DatabaseError(f"Cannot open the database {self.path}: {exc}") from exc
@@ -394,8 +408,10 @@ class SqliteDatabase(Database):
         return self._writer is not None
 
     async def close(self) -> None:
-        reader, writer = self._reader, self._writer
-        self._reader = self._writer = None
+        reader, writer, queries = self._reader, self._writer, self._queries
+        self._reader = self._writer = self._queries = None
+        if queries is not None:
+            queries.close()
         if reader is not None:
             await reader.close()
         await self._checkpointer.close()
@@ -485,20 +501,27 @@ class SqliteDatabase(Database):
         assert self._reader is not None, "database is not open"
         return self._reader
 
-    async def fetchone(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
-        """Query committed data with the reader connection."""
-        assert self._reader is not None, "database is not open"
-        async with self._read_lock:
-            return await fetch_one(self._reader, sql, params)
+    async def fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        """First row of one query on committed data (an index-bound statement: it runs on
+        the loop thread; scans belong in :meth:`reader_snapshot`)."""
+        queries = self._queries
+        assert queries is not None, "database is not open"
 
-    async def fetchall(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
-        assert self._reader is not None, "database is not open"
-        # One hop (execute + fetch in the connection's thread): a cursor left open across
-        # awaits keeps the reader's snapshot alive, and other tasks' reads that start in the
-        # meantime join that old snapshot, missing jobs committed since (seen as JobNotFound
-        # right after /music under 50 concurrent members).
-        async with self._read_lock:
-            return list(await self._reader.execute_fetchall(sql, params))
+        def first() -> sqlite3.Row | None:
+            cursor = queries.execute(sql, params)
+            try:
+                return cursor.fetchone()  # type: ignore[no-any-return]
+            finally:
+                cursor.close()  # an open statement would pin this connection's snapshot
+
+        return await retry_busy(first, self.busy_timeout_ms)
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        """All rows of one query on committed data (see :meth:`fetchone`)."""
+        queries = self._queries
+        assert queries is not None, "database is not open"
+        return await retry_busy(lambda: queries.execute(sql, params).fetchall(),
+                                self.busy_timeout_ms)
 
 
 class StatementResult:
@@ -543,19 +566,12 @@ class InlineWriter:
 
     @classmethod
     def connect(cls, path: Path) -> InlineWriter:
-        # check_same_thread=False: the checkpoint runs on another connection, but close() may
-        # be called from a finaliser on another thread; all statements run on the loop thread.
-        raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        raw.row_factory = sqlite3.Row
-        for pragma in ("foreign_keys = ON", "busy_timeout = 0", "synchronous = NORMAL",
-                       "wal_autocheckpoint = 0"):
-            raw.execute(f"PRAGMA {pragma}").fetchall()
-        return cls(raw)
+        return cls(_connect_inline(path))
 
     async def set_wal(self, busy_timeout_ms: int) -> None:
         """Switch the file to WAL (waits, like a write, while another process holds it)."""
-        await self._retry_busy(lambda: self.raw.execute("PRAGMA journal_mode = WAL").fetchall(),
-                               busy_timeout_ms)
+        await retry_busy(lambda: self.raw.execute("PRAGMA journal_mode = WAL").fetchall(),
+                         busy_timeout_ms)
 
     async def execute_fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         """Run one statement; all its rows."""
@@ -572,21 +588,7 @@ class InlineWriter:
     async def begin_immediate(self, busy_timeout_ms: int) -> None:
         """``BEGIN IMMEDIATE``; while another process writes, retry without blocking the
         loop; DatabaseBusy (nothing changed) after ``busy_timeout_ms``."""
-        await self._retry_busy(lambda: self.raw.execute("BEGIN IMMEDIATE"), busy_timeout_ms)
-
-    async def _retry_busy(self, attempt: Any, busy_timeout_ms: int) -> None:
-        deadline = time.monotonic() + busy_timeout_ms / 1000
-        for tries in range(1_000_000):
-            try:
-                attempt()
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-                pause = BUSY_RETRY_S[min(tries, len(BUSY_RETRY_S) - 1)]
-                if time.monotonic() + pause > deadline:
-                    raise DatabaseBusy() from exc
-                await asyncio.sleep(pause)
+        await retry_busy(lambda: self.raw.execute("BEGIN IMMEDIATE"), busy_timeout_ms)
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")
@@ -641,6 +643,25 @@ class Checkpointer:
         self._task = None
 
 
+async def retry_busy(attempt: Callable[[], T], busy_timeout_ms: int) -> T:
+    """``attempt()`` (a statement on a loop-thread connection); while SQLite answers "busy"
+    (another process holds the lock), try again after a pause on the loop, up to
+    ``busy_timeout_ms``, then DatabaseBusy."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    tries = 0
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            pause = BUSY_RETRY_S[min(tries, len(BUSY_RETRY_S) - 1)]
+            if time.monotonic() + pause > deadline:
+                raise DatabaseBusy() from exc
+            tries += 1
+            await asyncio.sleep(pause)
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
@@ -668,6 +689,19 @@ async def _undo_begin(begin: asyncio.Future[Any], conn: aiosqlite.Connection) ->
     await conn.rollback()
 
 
+def _connect_inline(path: Path) -> sqlite3.Connection:
+    """A connection for the loop thread: autocommit, busy timeout 0 (callers retry with
+    :func:`retry_busy`, so a lock held elsewhere never blocks the loop), no automatic
+    checkpoint (see :class:`Checkpointer`). check_same_thread=False: closing may happen
+    from another thread at interpreter exit; statements run on the loop thread only."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    for pragma in ("foreign_keys = ON", "busy_timeout = 0", "synchronous = NORMAL",
+                   "wal_autocheckpoint = 0"):
+        conn.execute(f"PRAGMA {pragma}").fetchall()
+    return conn
+
+
 async def _connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> aiosqlite.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves; autocommit otherwise.
     conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
@@ -682,13 +716,13 @@ async def _connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> aiosql
     return conn
 
 
-async def _pragma(conn: aiosqlite.Connection, pragma: str) -> None:
+async def _pragma(conn: aiosqlite.Connection | InlineWriter, pragma: str) -> None:
     # Finish the statement at once: an open PRAGMA cursor can hold a lock on the file.
     async with conn.execute(f"PRAGMA {pragma}") as cursor:
         await cursor.fetchall()
 
 
-async def fetch_one(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+async def fetch_one(conn: Connection, sql: str, params: Any = ()) -> Any:
     """First row of ``sql`` in ONE trip to the connection's thread.
 
     ``execute`` + ``fetchone`` + ``close`` as separate awaits cost three thread hops (they

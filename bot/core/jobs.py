@@ -470,29 +470,44 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def backlog(
-    conn: aiosqlite.Connection, job_id: int | None = None
-) -> tuple[int, list[float], list[float]]:
-    """What stands before a job, for its ETA: (its 1-based place, 0 if not queued; the
-    lengths of the queued jobs up to and including it in fair order — the whole queue when
-    ``job_id`` is None; the lengths of the running jobs)."""
-    # One query for both lists (one round trip on PostgreSQL): the queue in fair order,
-    # then the running jobs (part 1).
+Backlog = tuple[int, list[float], list[float]]
+"""(a job's 1-based place, 0 if not queued; the lengths of the queued jobs up to and
+including it in fair order, or of the whole queue; the lengths of the running jobs)."""
+
+
+async def backlog(conn: aiosqlite.Connection, job_id: int | None = None) -> Backlog:
+    """What stands before a job, for its ETA (see :data:`Backlog`; the whole queue when
+    ``job_id`` is None)."""
+    return place_in(await queue_snapshot(conn), job_id)
+
+
+QueueRows = list[tuple[int, int, float]]
+"""(part: 0 queued in fair order, 1 running; job id; duration) rows of one query."""
+
+
+async def queue_snapshot(conn: aiosqlite.Connection) -> QueueRows:
+    """The queue in fair order, then the running jobs: one query (one round trip on
+    PostgreSQL). It walks the whole queue: milliseconds at a depth of hundreds."""
     rows = await conn.execute_fetchall(
         f"SELECT 0 AS part, f.id, f.duration, f.turn, f.served FROM ({FAIR_QUEUE}) f "
         "UNION ALL SELECT 1, id, duration, 0, 0 FROM jobs WHERE state = 'running' "
         f"ORDER BY part, {FAIR_ORDER}")
+    return [(int(row[0]), int(row[1]), float(row[2])) for row in rows]
+
+
+def place_in(rows: QueueRows, job_id: int | None) -> Backlog:
+    """A job's :data:`Backlog` in a :func:`queue_snapshot`."""
     queued: list[float] = []
     place = 0
-    for row in rows:
-        if row[0] == 1 or place:
+    for part, row_id, duration in rows:
+        if part == 1 or place:
             break
-        queued.append(float(row[2]))
-        if row[1] == job_id:
+        queued.append(duration)
+        if row_id == job_id:
             place = len(queued)
     if job_id is not None and not place:
         queued = []
-    running = [float(row[2]) for row in rows if row[0] == 1]
+    running = [duration for part, _, duration in rows if part == 1]
     return place, queued, running
 
 

@@ -13,6 +13,7 @@ crash recovery in :mod:`bot.core.recovery`; :class:`MusicService` builds them fo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -57,6 +58,7 @@ from bot.core.models import (
     Receipt,
     Track,
 )
+from bot.core.places import QueuePlaces
 from bot.core.ports import Frontend
 from bot.core.recovery import Recovery
 from bot.core.requests import (
@@ -111,6 +113,8 @@ class MusicService:
         self.leases = LeaseKeeper(db, self.owner, lease_s=config.generation.lease_s,
                                   on_renewed=self.settlement.leases_renewed, clock=clock,
                                   held=self.settlement.held_jobs)
+        self.places = QueuePlaces(db)
+        """New jobs' queue places for receipts (one queue walk for every waiting request)."""
         self.apikeys = ApiKeys(config, db, clock=clock)
         """The members' HTTP API keys (:mod:`bot.core.apikeys`)."""
         self.sharing = Sharing(config, db)
@@ -380,10 +384,8 @@ class MusicService:
             await self._check_limits(conn, account.id, now, new_job=job_id)
             balance = await ledger.debit(conn, account, cost, LedgerKind.CHARGE, job_id=job_id,
                                          actor=actor.user, reason="music", now=now)
-            # The queue place, in the same transaction: a separate read snapshot cost two
-            # more round trips per /music on PostgreSQL (the scan is index-bound, see jobs).
-            place, ahead, busy = await jobs.backlog(conn, job_id)
         self.settlement.work_available.set()
+        place, ahead, busy = await self.places.place(job_id)  # after the commit: see places
         job = Job(id=job_id, account=account_key, params=params, state=JobState.QUEUED,
                   price=cost, idempotency_key=key, destination=destination, attempts=0,
                   max_attempts=self.config.generation.max_attempts, error=None,
@@ -425,9 +427,8 @@ class MusicService:
                 started_at=None, finished_at=None, track_path=None, group_id=ids[0])
             for job_id, params, cost, job_key in zip(ids, group, costs,
                                                      member_keys(key, len(group)), strict=True))
-        async with self.db.reader_snapshot() as conn:
-            place, _, busy = await jobs.backlog(conn, ids[0])
-            _, ahead, _ = await jobs.backlog(conn, ids[-1])
+        (place, _, busy), (_, ahead, _) = await asyncio.gather(
+            self.places.place(ids[0]), self.places.place(ids[-1]))  # one queue walk
         for job in made:
             self.notifier.record(JobEvent(EventKind.QUEUED, job, position=place))
         return Receipt(made[0], sum(costs), balance, place, self.speed.eta(ahead, busy),

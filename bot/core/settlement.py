@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import replace
+from functools import partial
 from typing import TypeVar, cast
 
 from bot.config import Config
@@ -158,7 +159,7 @@ class Settlement:
         A released job whose cancel was requested is cancelled and refunded instead.
         """
         for job_id in job_ids:
-            await self._persist([job_id], lambda job_id=job_id: self._release(job_id))
+            await self._persist([job_id], partial(self._release, job_id))
         self.work_available.set()
 
     async def finish_cancelled(self, job_id: int) -> Job:

@@ -30,7 +30,10 @@ class WebContext:
     """Running jobs' progress, kept by the API frontend from job events."""
 
 
-def web_context(request: Request) -> WebContext:
-    """FastAPI dependency: the server's :class:`WebContext`."""
+async def web_context(request: Request) -> WebContext:
+    """FastAPI dependency: the server's :class:`WebContext`.
+
+    ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency in its
+    thread pool, a thread hop per request for a dictionary lookup."""
     context: WebContext = request.app.state.web
     return context

@@ -25,6 +25,7 @@ from bot.core.service import MusicService
 from bot.platforms.web import api, errors, pages
 from bot.platforms.web.auth import KeyBudget
 from bot.platforms.web.context import Progress, WebContext
+from bot.platforms.web.warmup import warm_up
 from bot.platforms.web.webhooks import WebhookSender, completion_hook
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class ApiFrontend:
                               f"{self.config.api.port}")
             await asyncio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        await warm_up(self.app)
         log.info("HTTP API listening on http://%s:%d (docs at /docs)", self.config.api.host,
                  self.port)
 
