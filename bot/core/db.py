@@ -358,6 +358,12 @@ class Database:
         """All rows of a query on committed data."""
         raise NotImplementedError
 
+    async def scan(self, sql: str, params: Any = ()) -> list[Any]:
+        """All rows of one query that walks many rows, on committed data: SQLite runs it on
+        the reader's thread (not on the loop, as ``fetchall`` does); PostgreSQL as any
+        query."""
+        return await self.fetchall(sql, params)
+
     def add_wakeup(self, event: asyncio.Event) -> None:
         """Set ``event`` when another process changes the queue (PostgreSQL NOTIFY).
 
@@ -515,6 +521,12 @@ class SqliteDatabase(Database):
                 cursor.close()  # an open statement would pin this connection's snapshot
 
         return await retry_busy(first, self.busy_timeout_ms)
+
+    async def scan(self, sql: str, params: Any = ()) -> list[Any]:
+        """One query that walks many rows, on the reader's thread: the loop stays free."""
+        assert self._reader is not None, "database is not open"
+        async with self._read_lock:
+            return list(await self._reader.execute_fetchall(sql, params))
 
     async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         """All rows of one query on committed data (see :meth:`fetchone`)."""

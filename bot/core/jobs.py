@@ -12,7 +12,7 @@ whose owner is known dead) may be taken over; see :mod:`bot.core.recovery`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -485,13 +485,21 @@ QueueRows = list[tuple[int, int, float]]
 """(part: 0 queued in fair order, 1 running; job id; duration) rows of one query."""
 
 
+QUEUE_SNAPSHOT = (
+    f"SELECT 0 AS part, f.id, f.duration, f.turn, f.served FROM ({FAIR_QUEUE}) f "
+    "UNION ALL SELECT 1, id, duration, 0, 0 FROM jobs WHERE state = 'running' "
+    f"ORDER BY part, {FAIR_ORDER}")
+"""The queue in fair order, then the running jobs: one query (one round trip on
+PostgreSQL). It walks the whole queue: milliseconds at a depth of hundreds."""
+
+
 async def queue_snapshot(conn: aiosqlite.Connection) -> QueueRows:
-    """The queue in fair order, then the running jobs: one query (one round trip on
-    PostgreSQL). It walks the whole queue: milliseconds at a depth of hundreds."""
-    rows = await conn.execute_fetchall(
-        f"SELECT 0 AS part, f.id, f.duration, f.turn, f.served FROM ({FAIR_QUEUE}) f "
-        "UNION ALL SELECT 1, id, duration, 0, 0 FROM jobs WHERE state = 'running' "
-        f"ORDER BY part, {FAIR_ORDER}")
+    """:data:`QUEUE_SNAPSHOT` read on ``conn``."""
+    return queue_rows(await conn.execute_fetchall(QUEUE_SNAPSHOT))
+
+
+def queue_rows(rows: Iterable[Any]) -> QueueRows:
+    """:data:`QueueRows` from the rows of :data:`QUEUE_SNAPSHOT`."""
     return [(int(row[0]), int(row[1]), float(row[2])) for row in rows]
 
 

@@ -256,6 +256,7 @@ class PostgresDatabase(Database):
         self.pool_size = pool_size or int(os.environ.get("MUSICBOT_DATABASE_POOL_SIZE", "10"))
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._relisten: asyncio.Task[None] | None = None
         self._wakeups: list[asyncio.Event] = []
 
     def __repr__(self) -> str:
@@ -274,8 +275,7 @@ class PostgresDatabase(Database):
                 reset=_keep_session)
             if migrate:
                 await self.upgrade()
-            self._listener = await asyncpg.connect(self.url)
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
+            await self._listen()
         except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
             await self.close()
             raise DatabaseError(f"Cannot open the database {redact_dsn(self.url)}: "
@@ -290,6 +290,9 @@ class PostgresDatabase(Database):
         return self._pool is not None
 
     async def close(self) -> None:
+        relisten, self._relisten = self._relisten, None
+        if relisten is not None:
+            relisten.cancel()
         listener, self._listener = self._listener, None
         if listener is not None and not listener.is_closed():
             await listener.close()
@@ -305,6 +308,37 @@ class PostgresDatabase(Database):
 
     def add_wakeup(self, event: asyncio.Event) -> None:
         self._wakeups.append(event)
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own (a pooled one would be reset and reused)."""
+        listener = await asyncpg.connect(
+            self.url, server_settings={"application_name": "musicbot-listen"})
+        await listener.add_listener(NOTIFY_CHANNEL, self._notified)
+        listener.add_termination_listener(self._listener_lost)
+        self._listener = listener
+
+    def _listener_lost(self, _: object) -> None:
+        """The LISTEN connection died (PostgreSQL restarted, the network dropped): listen
+        again in the background. Meanwhile the loops fall back to their polls."""
+        if self._pool is None or (self._relisten is not None and not self._relisten.done()):
+            return  # closing, or already on it
+        log.warning("lost the database's notification channel; reconnecting")
+        self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        pause = 0.5
+        while self._pool is not None:
+            try:
+                await self._listen()
+            except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
+                log.info("notification channel not back yet (%s); retrying in %.0f s",
+                         type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+                continue
+            log.info("notification channel back")
+            self._notified()  # whatever was notified while it was down: everyone looks
+            return
 
     def _notified(self, *_: object) -> None:
         for event in self._wakeups:

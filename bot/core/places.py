@@ -36,8 +36,7 @@ class QueuePlaces:
         while self._waiting:
             waiting, self._waiting = self._waiting, {}
             try:
-                async with self.db.reader_snapshot() as conn:
-                    rows = await jobs.queue_snapshot(conn)
+                rows = jobs.queue_rows(await self.db.scan(jobs.QUEUE_SNAPSHOT))
             except Exception as exc:  # each waiting request fails as its own read would
                 for answers in waiting.values():
                     for answer in answers:

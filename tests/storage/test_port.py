@@ -100,3 +100,31 @@ async def test_a_job_queued_by_another_process_wakes_this_one(tmp_path: Path) ->
     finally:
         await first.close()
         await second.close()
+
+
+@needs_pg
+async def test_wake_ups_come_back_after_the_database_drops_the_listening_connection(
+    tmp_path: Path,
+) -> None:
+    """What a PostgreSQL restart or a network cut does to the LISTEN connection: it dies.
+    The process listens again by itself and then hears new jobs as before."""
+    config = make_config(tmp_path)
+    first = await Database(config.database_path).open()
+    second = await Database(config.database_path).open()
+    woken = asyncio.Event()
+    second.add_wakeup(woken)
+    try:
+        listening = second._listener  # the LISTEN connection's server process
+        assert listening is not None
+        assert await first.fetchone("SELECT pg_terminate_backend(?)",
+                                    (listening.get_server_pid(),))
+        await asyncio.wait_for(woken.wait(), timeout=30)  # back: it wakes everyone once
+        woken.clear()
+        service = MusicService(config, first)
+        service.register_frontend(RecordingFrontend())
+        await service.start()
+        await order(service, member())
+        await asyncio.wait_for(woken.wait(), timeout=30)  # a bound, not a timing assertion
+    finally:
+        await first.close()
+        await second.close()
