@@ -358,6 +358,11 @@ class Database:
         """All rows of a query on committed data."""
         raise NotImplementedError
 
+    async def server_time(self) -> float | None:
+        """The database server's clock (unix seconds), where it is another machine's:
+        PostgreSQL. None for SQLite (same machine, same clock)."""
+        return None
+
     async def scan(self, sql: str, params: Any = ()) -> list[Any]:
         """All rows of one query that walks many rows, on committed data: SQLite runs it on
         the reader's thread (not on the loop, as ``fetchall`` does); PostgreSQL as any

@@ -13,10 +13,10 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable, Collection
 
 from bot.core import jobs
+from bot.core.clock import SharedClock
 from bot.core.db import Database
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class LeaseKeeper:
 
     def __init__(
         self, db: Database, owner: str, *, lease_s: float,
-        on_renewed: Callable[[dict[int, bool]], None], clock: Callable[[], float] = time.time,
+        on_renewed: Callable[[dict[int, bool]], None], clock: SharedClock | None = None,
         held: Callable[[], Collection[int]] = tuple,
     ) -> None:
         self.db = db
@@ -70,10 +70,11 @@ class LeaseKeeper:
         self.lease_s = lease_s
         self.heartbeat_s = min(1.0, lease_s / 3)
         self._on_renewed = on_renewed
-        self._clock = clock
+        self._clock = clock or SharedClock()
 
     async def renew(self) -> dict[int, bool]:
-        """One heartbeat."""
+        """One heartbeat (and, now and then, a new measure of the clock's offset)."""
+        await self._clock.sync(self.db)
         async with self.db.write() as conn:
             held = dict(await jobs.renew_leases(conn, self.owner, self._clock() + self.lease_s,
                                                 running=self._held()))

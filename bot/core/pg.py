@@ -309,6 +309,10 @@ class PostgresDatabase(Database):
     def add_wakeup(self, event: asyncio.Event) -> None:
         self._wakeups.append(event)
 
+    async def server_time(self) -> float | None:
+        row = await self.fetchone("SELECT EXTRACT(EPOCH FROM clock_timestamp())")
+        return float(row[0]) if row is not None else None
+
     async def _listen(self) -> None:
         """LISTEN on a connection of its own (a pooled one would be reset and reused)."""
         listener = await asyncpg.connect(

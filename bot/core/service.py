@@ -26,6 +26,7 @@ from bot.config import Config
 from bot.core import jobs, ledger
 from bot.core.apikeys import ApiKeys
 from bot.core.bank import Bank, page_size
+from bot.core.clock import SharedClock
 from bot.core.db import Database, fetch_one, on_postgres
 from bot.core.delivery import Delivery
 from bot.core.errors import (
@@ -96,7 +97,11 @@ class MusicService:
     ) -> None:
         self.config = config
         self.db = db
-        self._clock = clock
+        shared = SharedClock(clock)  # the database server's time, for every process alike
+        clock = shared
+        self._clock = shared
+        self.clock = shared
+        """This process's clock, corrected to the database server's (bot.core.clock)."""
         self.owner = owner or new_owner_id()
         self.notifier = Notifier()
         self.bank = Bank(config, db, clock=clock)
@@ -139,7 +144,9 @@ class MusicService:
         return self.bank.account_key(platform, community, user)
 
     async def start(self) -> None:
-        """Start-up check: warn when the balance scope changed since the last run."""
+        """Start-up: measure this machine's clock against the database server's (see
+        bot.core.clock); warn when the balance scope changed since the last run."""
+        await self._clock.sync(self.db)
         await self._check_balance_scope()
 
     async def drain_events(self) -> None:

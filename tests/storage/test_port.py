@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,25 @@ async def test_wake_ups_come_back_after_the_database_drops_the_listening_connect
     finally:
         await first.close()
         await second.close()
+
+
+@needs_pg
+async def test_a_worker_whose_clock_runs_behind_still_holds_its_lease(tmp_path: Path) -> None:
+    """Two machines, one clock two minutes slow: its leases are written in the database
+    server's time, so the other machine's recovery does not take its live job away."""
+    config = make_config(tmp_path)
+    slow = MusicService(config, await Database(config.database_path).open(),
+                        clock=lambda: time.time() - 120)
+    other = MusicService(config, await Database(config.database_path).open())
+    try:
+        for service in (slow, other):
+            service.register_frontend(RecordingFrontend())
+            await service.start()
+        await order(other, member())
+        [job] = await slow.settlement.claim(1)
+        assert abs(slow.clock() - time.time()) < 5  # a bound, not a timing assertion
+        assert not await other.recovery.recover()  # the lease is live in everyone's time
+        assert (await other.get_job(job.id)).state.value == "running"
+    finally:
+        for service in (slow, other):
+            await service.db.close()
