@@ -36,15 +36,31 @@ done
 # Named tests run whatever their tier: asking for tests/e2e and getting "deselected" helps nobody.
 tier=()
 [ "$all" = 0 ] && [ "$named" = 0 ] && tier=(-m "not slow")
-echo "==> pytest ($([ ${#tier[@]} = 0 ] && echo "all tiers" || echo "fast tier; --all for the slow tier too"))"
-.venv/bin/python -m pytest "${tier[@]}" "${args[@]}"
 # The same storage-facing tests on PostgreSQL: tests/pg.py starts a throw-away cluster (Debian's
 # postgresql 15, as the unprivileged user "nobody" when we are root) and gives every test a
-# fresh database. Only for a whole-suite run, and only where the server binaries exist.
+# fresh database. Only for a whole-suite run, and only where the server binaries exist. It
+# runs beside the SQLite pass (its output is printed after it): the two passes spend much of
+# their time waiting on subprocesses and sockets, so on two cores they overlap well.
+pg_pid=""
+pg_log=""
 if [ "$named" = 0 ] && [ -x "${MUSICBOT_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ]; then
-  # tests/e2e on PostgreSQL too with MUSICBOT_TEST_PG_E2E=1 (kept out of CI's 20 minutes).
-  pg_tests=(tests/core tests/storage)
-  [ "${MUSICBOT_TEST_PG_E2E:-0}" = 1 ] && pg_tests+=(tests/e2e)
-  echo "==> pytest on PostgreSQL (${pg_tests[*]})"
-  MUSICBOT_TEST_DB=postgres .venv/bin/python -m pytest "${tier[@]}" "${pg_tests[@]}"
+  pg_tests=(tests/core tests/storage tests/e2e)
+  [ "$all" = 1 ] && pg_tests+=(tests/process/test_scale.py)
+  pg_log="$(mktemp)"
+  echo "==> pytest on PostgreSQL (${pg_tests[*]}), in the background"
+  MUSICBOT_TEST_DB=postgres .venv/bin/python -m pytest -p no:cacheprovider "${tier[@]}" \
+    "${pg_tests[@]}" >"$pg_log" 2>&1 &
+  pg_pid=$!
 fi
+echo "==> pytest ($([ ${#tier[@]} = 0 ] && echo "all tiers" || echo "fast tier; --all for the slow tier too"))"
+status=0
+.venv/bin/python -m pytest "${tier[@]}" "${args[@]}" || status=$?
+if [ -n "$pg_pid" ]; then
+  pg_status=0
+  wait "$pg_pid" || pg_status=$?
+  echo "==> pytest on PostgreSQL: output"
+  cat "$pg_log"
+  rm -f "$pg_log"
+  [ "$status" = 0 ] && status=$pg_status
+fi
+exit "$status"

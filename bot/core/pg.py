@@ -236,6 +236,18 @@ _CONTENDED = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError,
               asyncpg.SerializationError)
 
 
+def default_pool_size() -> int:
+    """Connections per process: about twice the cores, at most 10.
+
+    Each connection is a server process; more busy ones than cores only adds switching.
+    On the 2-core development machine (server and bot on the same cores) 5 connections did
+    about 1,000 charges+refunds a second where 10 did 800 and 20 did 530
+    (docs/performance.md). ``MUSICBOT_DATABASE_POOL_SIZE`` overrides it, e.g. for a
+    database server with many more cores than the bot's machine.
+    """
+    return min(10, 2 * (os.cpu_count() or 1) + 1)
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """The pool's reset on release: nothing to do. asyncpg's default sends ``RESET ALL; UNLISTEN
     *; CLOSE ALL; ...`` — one more round trip per transaction and per query — but musicbot's
@@ -253,7 +265,8 @@ class PostgresDatabase(Database):
                  pool_size: int | None = None, **options: Any) -> None:
         self.url = str(url)
         self.busy_timeout_ms = busy_timeout_ms
-        self.pool_size = pool_size or int(os.environ.get("MUSICBOT_DATABASE_POOL_SIZE", "10"))
+        self.pool_size = pool_size or int(os.environ.get("MUSICBOT_DATABASE_POOL_SIZE", 0)) \
+            or default_pool_size()
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
