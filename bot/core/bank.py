@@ -10,15 +10,23 @@ transaction on the store; every token that moves has a ledger line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiosqlite
 
 from bot.config import Config
-from bot.core import ledger, limits
-from bot.core.db import Database
+from bot.core import jobs, ledger, limits
+from bot.core.db import Database, on_postgres
 from bot.core.errors import InsufficientTokens, InvalidRequest, NotAuthorized
-from bot.core.models import SHARED_COMMUNITY, AccountKey, Actor, Job, LedgerEntry, LedgerKind
+from bot.core.models import (
+    SHARED_COMMUNITY,
+    AccountKey,
+    Actor,
+    Job,
+    JobState,
+    LedgerEntry,
+    LedgerKind,
+)
 from bot.core.requests import validate_amount, validate_text, validate_user_id
 
 
@@ -116,6 +124,38 @@ class Bank:
             account_id = account.id
         await ledger.credit(conn, account_id, job.refunded, LedgerKind.REFUND, job_id=job.id,
                             actor="system", reason=job.error or "", now=now)
+
+    @staticmethod
+    async def end_refunded(
+        conn: aiosqlite.Connection, job_id: int, state: JobState, *, error: str | None,
+        now: float, from_states: Sequence[JobState] = (JobState.QUEUED, JobState.RUNNING),
+        owner: str | None = None,
+    ) -> Job | None:
+        """End a live job as failed or cancelled (:func:`bot.core.jobs.finish`) and refund
+        it (:meth:`refund`), in the caller's transaction; None if the job was not live.
+
+        On PostgreSQL both are one statement (the job's UPDATE, the balance's and the
+        refund's ledger line as data-modifying CTEs): one round trip instead of two.
+        """
+        if not on_postgres(conn):
+            ended = await jobs.finish(conn, job_id, state, error=error, now=now,
+                                      from_states=from_states, owner=owner)
+            if ended is not None:
+                await Bank.refund(conn, ended, now)
+            return ended
+        update, params = jobs.finish_statement(job_id, state, error=error, now=now,
+                                               from_states=from_states, owner=owner)
+        rows = list(await conn.execute_fetchall(
+            f"WITH j AS ({update} RETURNING *), "
+            "changed AS (UPDATE accounts a SET balance = a.balance + j.refunded FROM j "
+            "WHERE a.id = j.account_id AND j.refunded > 0 "
+            "RETURNING a.id, a.balance, j.id AS job_id, j.refunded, j.error), "
+            "entry AS (INSERT INTO ledger (account_id, delta, balance_after, kind, job_id, "
+            "actor, reason, created_at) SELECT id, refunded, balance, 'refund', job_id, "
+            "'system', COALESCE(error, ''), CAST(? AS DOUBLE PRECISION) FROM changed) "
+            "SELECT j.*, a.platform, a.community, a.user FROM j "
+            "JOIN accounts a ON a.id = j.account_id", (*params, now)))
+        return jobs.job_from_row(rows[0]) if rows else None
 
     def _manage_what(self) -> str:
         if self.config.economy.shared_balances:

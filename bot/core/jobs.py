@@ -306,19 +306,28 @@ async def finish(
     ``owner``, a running job must still be held by that owner (a process whose lease lapsed
     must not settle a job someone else took over). None if nothing changed.
     """
+    changed = await update_returning(conn, *finish_statement(
+        job_id, state, error=error, now=now, from_states=from_states, owner=owner))
+    return changed[0] if changed else None
+
+
+def finish_statement(
+    job_id: int, state: JobState, *, error: str | None, now: float,
+    from_states: Sequence[JobState] = (JobState.QUEUED, JobState.RUNNING),
+    owner: str | None = None,
+) -> tuple[str, tuple[object, ...]]:
+    """The ``UPDATE`` (without RETURNING) and parameters of :func:`finish`."""
     assert state in (JobState.FAILED, JobState.CANCELLED)
     assert all(s.refundable for s in from_states)
     marks = ",".join("?" * len(from_states))
     mine = "" if owner is None else " AND (state <> 'running' OR owner = ?)"
-    changed = await update_returning(
-        conn,
+    return (
         f"UPDATE jobs SET state = ?, error = ?, finished_at = ?, refunded = price, "
         f"owner = NULL, lease_expires_at = NULL, {_FORGET_TOKENS} "
         f"WHERE id = ? AND state IN ({marks}){mine}",
         (state.value, error, now, job_id, *(s.value for s in from_states),
          *(() if owner is None else (owner,))),
     )
-    return changed[0] if changed else None
 
 
 async def requeue(

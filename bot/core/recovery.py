@@ -103,12 +103,11 @@ class Recovery:
                 reason = "cancelled" if job.cancel_requested else (
                     f"the music model stopped {crashes} times on this request, so it was "
                     "abandoned")
-                ended = await jobs.finish(conn, job.id, state, error=reason, now=now)
+                ended = await Bank.end_refunded(conn, job.id, state, error=reason, now=now)
                 if ended is None:
                     return
                 await conn.execute_fetchall("UPDATE jobs SET crashes = ? WHERE id = ?",
                                             (crashes, job.id))
-                await Bank.refund(conn, ended, now)
                 (report.cancelled if job.cancel_requested else report.failed).append(job.id)
                 kind = EventKind.CANCELLED if job.cancel_requested else EventKind.FAILED
                 event = JobEvent(kind, ended, refunded=ended.refunded, message=reason)

@@ -252,12 +252,10 @@ class MusicService:
             return await self._cancel_group(actor, job)
         now = self._clock()
         async with self.db.write() as conn:
-            done = await jobs.finish(conn, job.id, JobState.CANCELLED, now=now,
-                                     error=f"cancelled by {actor.user}",
-                                     from_states=(JobState.QUEUED,))
-            if done is not None:
-                await Bank.refund(conn, done, now)
-            elif not await jobs.request_cancel(conn, job.id):
+            done = await Bank.end_refunded(conn, job.id, JobState.CANCELLED, now=now,
+                                           error=f"cancelled by {actor.user}",
+                                           from_states=(JobState.QUEUED,))
+            if done is None and not await jobs.request_cancel(conn, job.id):
                 current = await jobs.get(conn, job.id)
                 assert current is not None
                 raise JobNotCancellable(job.id, _state_words(current.state))

@@ -234,10 +234,9 @@ class Settlement:
                                      position=await jobs.position(conn, job_id))
             if event is None:
                 state = JobState.CANCELLED if job.cancel_requested else JobState.FAILED
-                ended = await jobs.finish(conn, job_id, state, error=message, now=now,
-                                          owner=self.owner)
+                ended = await Bank.end_refunded(conn, job_id, state, error=message, now=now,
+                                                owner=self.owner)
                 if ended is not None:
-                    await Bank.refund(conn, ended, now)
                     kind = EventKind.CANCELLED if job.cancel_requested else EventKind.FAILED
                     event = JobEvent(kind, ended, refunded=ended.refunded, message=message)
         self._after(event)
@@ -260,10 +259,8 @@ class Settlement:
     async def _finish_cancelled(self, job_id: int) -> Job:
         now = self._clock()
         async with self.db.write() as conn:
-            ended = await jobs.finish(conn, job_id, JobState.CANCELLED, error="cancelled",
-                                      now=now, owner=self.owner)
-            if ended is not None:
-                await Bank.refund(conn, ended, now)
+            ended = await Bank.end_refunded(conn, job_id, JobState.CANCELLED,
+                                            error="cancelled", now=now, owner=self.owner)
             current = ended or await jobs.get(conn, job_id)
         if current is None:
             raise JobNotFound(job_id)

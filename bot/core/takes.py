@@ -124,10 +124,10 @@ async def cancel_group(
     stopping: list[int] = []
     for job in await siblings(conn, group_id):
         if job.state is JobState.QUEUED:
-            done = await jobs.finish(conn, job.id, JobState.CANCELLED, now=now,
-                                     error=f"cancelled by {by}", from_states=(JobState.QUEUED,))
+            done = await Bank.end_refunded(conn, job.id, JobState.CANCELLED, now=now,
+                                           error=f"cancelled by {by}",
+                                           from_states=(JobState.QUEUED,))
             if done is not None:
-                await Bank.refund(conn, done, now)
                 cancelled.append(done)
                 continue
         if job.state in (JobState.QUEUED, JobState.RUNNING) and await jobs.request_cancel(
