@@ -27,7 +27,7 @@ from bot.core import jobs, ledger
 from bot.core.apikeys import ApiKeys
 from bot.core.bank import Bank, page_size
 from bot.core.clock import SharedClock
-from bot.core.db import Database, fetch_one, on_postgres
+from bot.core.db import Database, fetch_one
 from bot.core.delivery import Delivery
 from bot.core.errors import (
     InsufficientTokens,
@@ -389,12 +389,8 @@ class MusicService:
             await self._check_limits(conn, account.id, now, new_job=job_id)
             balance = await ledger.debit(conn, account, cost, LedgerKind.CHARGE, job_id=job_id,
                                          actor=actor.user, reason="music", now=now)
-            # The receipt's queue place. PostgreSQL: here, on the connection this request
-            # already holds (one round trip; requests run in parallel across the pool).
-            # SQLite: after the commit, one walk shared by every waiting receipt (places).
-            backlog = await jobs.backlog(conn, job_id) if on_postgres(conn) else None
         self.settlement.work_available.set()
-        place, ahead, busy = backlog or await self.places.place(job_id)
+        place, ahead, busy = await self.places.place(job_id)  # after the commit: see places
         job = Job(id=job_id, account=account_key, params=params, state=JobState.QUEUED,
                   price=cost, idempotency_key=key, destination=destination, attempts=0,
                   max_attempts=self.config.generation.max_attempts, error=None,
