@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from generation.audio import Audio
 from generation.decode import CrossKV, Sampling, Slot, SlotDecoder, make_generator, steps_of
 from generation.engine import CONTEXT_S, MAX_TOTAL_S, Engine, GenerationRequest
 from generation.errors import GenerationError, GenerationOutOfMemory, GenerationStopped
+from generation.priority import yield_cpu_to_the_loop
 from generation.progress import safe_duration, windows
 
 log = logging.getLogger(__name__)
@@ -348,25 +347,3 @@ class ContinuousBatcher:
 def _sampling(request: GenerationRequest) -> Sampling:
     p = request.params
     return Sampling(p.temperature, p.top_k, p.top_p, p.cfg_coef)
-
-
-DECODE_NICENESS = 10
-"""How much lower than the bot's event loop the decode thread runs (Linux ``nice``)."""
-
-
-def yield_cpu_to_the_loop() -> None:
-    """Lower the calling thread's CPU priority (Linux: ``nice`` is per thread).
-
-    On a box without a GPU the decode thread would take a core's worth of time slices from
-    the event loop that answers members within the platforms' deadlines (the HTTP API's
-    p99 accept latency with the debug model rendering: 107-135 ms at the same priority,
-    80-108 ms niced; docs/performance.md). Rendering loses nothing when the CPU is free, and
-    on a GPU the thread mostly waits on the device anyway. Elsewhere (macOS: a thread id is
-    not a pid) nothing changes.
-    """
-    if sys.platform != "linux":
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
-    except OSError as exc:  # a sandbox that forbids it: run at the normal priority
-        log.debug("could not lower the decode thread's priority: %s", exc)
