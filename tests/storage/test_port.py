@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -85,50 +86,51 @@ async def test_two_processes_claiming_at_once_never_share_a_job(tmp_path: Path) 
     assert_books_balance(config.database_path)
 
 
-@needs_pg
-async def test_a_job_queued_by_another_process_wakes_this_one(tmp_path: Path) -> None:
+@pytest.fixture
+async def two_processes(tmp_path: Path) -> AsyncIterator[tuple[MusicService, Database]]:
+    """One process's service (which queues) and another's database, listening."""
     config = make_config(tmp_path)
     first = await Database(config.database_path).open()
     second = await Database(config.database_path).open()
-    woken = asyncio.Event()
-    second.add_wakeup(woken)
+    service = MusicService(config, first)
+    service.register_frontend(RecordingFrontend())
     try:
-        service = MusicService(config, first)
-        service.register_frontend(RecordingFrontend())
         await service.start()
-        await order(service, member())
-        await asyncio.wait_for(woken.wait(), timeout=30)  # a bound, not a timing assertion
+        yield service, second
     finally:
         await first.close()
         await second.close()
+
+
+async def _woken_by_a_new_job(queuing: MusicService, listening: Database) -> None:
+    woken = asyncio.Event()
+    listening.add_wakeup(woken)
+    await order(queuing, member())
+    await asyncio.wait_for(woken.wait(), timeout=30)  # a bound, not a timing assertion
+
+
+@needs_pg
+async def test_a_job_queued_by_another_process_wakes_this_one(
+    two_processes: tuple[MusicService, Database],
+) -> None:
+    await _woken_by_a_new_job(*two_processes)
 
 
 @needs_pg
 async def test_wake_ups_come_back_after_the_database_drops_the_listening_connection(
-    tmp_path: Path,
+    two_processes: tuple[MusicService, Database],
 ) -> None:
     """What a PostgreSQL restart or a network cut does to the LISTEN connection: it dies.
     The process listens again by itself and then hears new jobs as before."""
-    config = make_config(tmp_path)
-    first = await Database(config.database_path).open()
-    second = await Database(config.database_path).open()
-    woken = asyncio.Event()
-    second.add_wakeup(woken)
-    try:
-        listening = second._listener  # the LISTEN connection's server process
-        assert listening is not None
-        assert await first.fetchone("SELECT pg_terminate_backend(?)",
-                                    (listening.get_server_pid(),))
-        await asyncio.wait_for(woken.wait(), timeout=30)  # back: it wakes everyone once
-        woken.clear()
-        service = MusicService(config, first)
-        service.register_frontend(RecordingFrontend())
-        await service.start()
-        await order(service, member())
-        await asyncio.wait_for(woken.wait(), timeout=30)  # a bound, not a timing assertion
-    finally:
-        await first.close()
-        await second.close()
+    queuing, listening = two_processes
+    back = asyncio.Event()
+    listening.add_wakeup(back)
+    connection = listening._listener  # the LISTEN connection's server process
+    assert connection is not None
+    assert await queuing.db.fetchone("SELECT pg_terminate_backend(?)",
+                                     (connection.get_server_pid(),))
+    await asyncio.wait_for(back.wait(), timeout=30)  # back: it wakes everyone once
+    await _woken_by_a_new_job(queuing, listening)
 
 
 @needs_pg
