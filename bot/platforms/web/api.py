@@ -7,6 +7,7 @@ reaches only its own member's tracks: anything else is 404, exactly like an unkn
 # No ``from __future__ import annotations``: the generate route's body model is built per
 # config at run time, and FastAPI must see the real class, not a string naming a local.
 
+import asyncio
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -77,7 +78,7 @@ def build_router(config: Config) -> APIRouter:
         webhook = values.pop("webhook_url")
         music = MusicRequest(format=values.pop("output_format"), **values)
         wanted = validate_request(context.config, music)  # the core's word, before charging
-        destination = _destination(me, webhook, context.config)
+        destination = await _destination(me, webhook, context.config)
         key = _idempotency(me, "generate", idempotency_key)
         receipt = await context.service.request_music(me.actor, music, destination, key)
         if receipt.duplicate and not _same_request(receipt.job, wanted, webhook):
@@ -152,7 +153,7 @@ def build_router(config: Config) -> APIRouter:
         _require_ready(context)
         await _my_job(context, me, track_id)
         key = _idempotency(me, f"reroll:{track_id}", idempotency_key)
-        destination = _destination(me, None, context.config)
+        destination = await _destination(me, None, context.config)
         receipt = await context.service.reroll(me.actor, track_id, destination, key)
         return _accepted(request, context, receipt)
 
@@ -166,7 +167,7 @@ def build_router(config: Config) -> APIRouter:
         body = body or ExtendRequest(seconds=None, webhook_url=None)
         seconds = body.seconds or context.config.limits.extend_seconds
         key = _idempotency(me, f"extend:{track_id}", idempotency_key)
-        destination = _destination(me, body.webhook_url, context.config)
+        destination = await _destination(me, body.webhook_url, context.config)
         receipt = await context.service.extend(me.actor, track_id, seconds, destination, key)
         if receipt.duplicate and receipt.job.params.duration != round(float(seconds), 1):
             raise _conflict()
@@ -179,7 +180,7 @@ def build_router(config: Config) -> APIRouter:
         _require_ready(context)
         await _my_job(context, me, track_id)
         key = _idempotency(me, f"stems:{track_id}", idempotency_key)
-        destination = _destination(me, None, context.config)
+        destination = await _destination(me, None, context.config)
         receipt = await context.service.stems(me.actor, track_id, destination, key)
         return _accepted(request, context, receipt)
 
@@ -278,18 +279,19 @@ def _same_request(job: Job, wanted: GenerationParams, webhook: str | None) -> bo
     return job.params == wanted and job.destination.extra.get("webhook_url") == webhook
 
 
-def _destination(me: Caller, webhook: str | None, config: Config) -> Destination:
+async def _destination(me: Caller, webhook: str | None, config: Config) -> Destination:
     extra: dict[str, Any] = {"key_id": me.key.id, "member_platform": me.key.platform}
     if webhook:
-        extra["webhook_url"] = _webhook_target(webhook, config)
+        extra["webhook_url"] = await _webhook_target(webhook, config)
     return Destination(PLATFORM, me.actor.community, "http", me.actor.user,
                        upload_limit=2**40, extra=extra)
 
 
-def _webhook_target(url: str, config: Config) -> str:
+async def _webhook_target(url: str, config: Config) -> str:
     """The webhook URL to store, checked: http(s), and no loopback/private address unless the
-    operator allows it (``api.webhooks_allow_private``)."""
-    return check_url(url, config.api.webhooks_allow_private)
+    operator allows it (``api.webhooks_allow_private``). The check resolves the host name:
+    in a thread, since a slow resolver would stall every request on the loop."""
+    return await asyncio.to_thread(check_url, url, config.api.webhooks_allow_private)
 
 
 async def _my_job(context: WebContext, me: Caller, track_id: int) -> Job:
