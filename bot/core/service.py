@@ -477,11 +477,15 @@ class MusicService:
         return await self._duplicate_receipt(conn, existing)
 
     async def _duplicate_receipt(self, conn: aiosqlite.Connection, job: Job) -> Receipt:
+        """The first request's receipt again: its job, or every job of its group (a retry
+        of a takes or batch request gets the same ids back)."""
         self.settlement.work_available.set()  # a retried request must not find the worker asleep
         account = await ledger.find_account(conn, job.account)
         place = await jobs.position(conn, job.id)
-        return Receipt(job, job.price, account.balance if account else 0, place, None,
-                       duplicate=True)
+        group = tuple(await siblings(conn, job.group_id)) if job.group_id is not None else ()
+        return Receipt(job, sum(j.price for j in group) or job.price,
+                       account.balance if account else 0, place, None, duplicate=True,
+                       group=group)
 
     async def _check_limits(self, conn: aiosqlite.Connection, account_id: int, now: float,
                             adding: int = 1, new_job: int = 0) -> None:

@@ -22,6 +22,7 @@ from bot.core.errors import InvalidRequest, JobNotFound
 from bot.core.models import Destination, GenerationParams, Job, JobState, MusicRequest, Receipt
 from bot.core.requests import validate_duration, validate_model, validate_request
 from bot.core.sharing import page_url
+from bot.core.takes import validate_takes
 from bot.platforms.web.auth import Caller, caller
 from bot.platforms.web.context import WebContext, web_context
 from bot.platforms.web.errors import ApiError
@@ -37,6 +38,7 @@ from bot.platforms.web.schemas import (
     PriceQuote,
     Sampling,
     Status,
+    TakeRef,
     TrackObject,
     TrackPage,
     generate_request_model,
@@ -81,7 +83,10 @@ def build_router(config: Config) -> APIRouter:
         destination = await _destination(me, webhook, context.config)
         key = _idempotency(me, "generate", idempotency_key)
         receipt = await context.service.request_music(me.actor, music, destination, key)
-        if receipt.duplicate and not _same_request(receipt.job, wanted, webhook):
+        if receipt.duplicate and not (
+                _same_request(receipt.job, wanted, webhook)
+                and len(receipt.group or (receipt.job,)) == validate_takes(
+                    context.config, music.takes)):
             raise _conflict()
         return _accepted(request, context, receipt)
 
@@ -334,11 +339,13 @@ def _base(request: Request, context: WebContext) -> str:
 
 
 def _accepted(request: Request, context: WebContext, receipt: Receipt) -> Accepted:
+    base = f"{_base(request, context)}/v1/music"
+    takes = [TakeRef(id=job.id, status=STATUS[job.state], url=f"{base}/{job.id}")
+             for job in receipt.group or (receipt.job,)]
     return Accepted(id=receipt.job.id, status=STATUS[receipt.job.state],
                     position=receipt.position, price=receipt.price,
                     balance_after=receipt.balance, eta_s=receipt.eta_s,
-                    duplicate=receipt.duplicate,
-                    url=f"{_base(request, context)}/v1/music/{receipt.job.id}")
+                    duplicate=receipt.duplicate, url=f"{base}/{receipt.job.id}", takes=takes)
 
 
 async def track_object(base_url: str, context: WebContext, job: Job) -> TrackObject:

@@ -49,6 +49,9 @@ def generate_request_model(config: Config) -> type[BaseModel]:
         "top_k": _number(table.TOP_K),
         "top_p": _number(table.TOP_P),
         "cfg": _number(table.CFG, description="How closely to follow the prompt"),
+        "takes": _number(table.TAKES, description=(
+            "Variations of the prompt (consecutive seeds after a given one), each a track "
+            "charged alone, queued and delivered together; default set by the server")),
         "webhook_url": (str | None, Field(None, max_length=2000, description=(
             "POSTed the track object when the job ends, signed with your key's webhook "
             "secret"))),
@@ -64,8 +67,18 @@ class ExtendRequest(BaseModel):
     webhook_url: str | None = Field(None, max_length=2000)
 
 
+class TakeRef(BaseModel):
+    """One track of a request (with ``takes`` above 1, each take is its own track)."""
+
+    id: int
+    status: Status
+    url: str
+
+
 class Accepted(BaseModel):
-    """202 answer to generate, reroll and extend."""
+    """202 answer to generate, reroll and extend. With several takes, ``id``, ``status`` and
+    ``url`` are the first take's, ``price`` is the request's total and ``takes`` lists every
+    take in order."""
 
     id: int
     status: Status
@@ -76,6 +89,8 @@ class Accepted(BaseModel):
     duplicate: bool = Field(description="True when an Idempotency-Key was seen before: "
                             "nothing new was charged")
     url: str
+    takes: list[TakeRef] = Field(description="Every track this request made (one unless "
+                                 "takes was above 1), the first being id")
 
 
 class Sampling(BaseModel):
