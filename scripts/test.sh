@@ -45,6 +45,7 @@ pg_pid=""
 pg_log=""
 if [ "$named" = 0 ] && [ -x "${MUSICBOT_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ]; then
   pg_tests=(tests/core tests/storage tests/e2e)
+  # issue #15 on PostgreSQL: 4 workers + 2 frontends, 200 jobs, kills (~70-80 s on 2 cores)
   [ "$all" = 1 ] && pg_tests+=(tests/process/test_scale.py)
   pg_log="$(mktemp)"
   echo "==> pytest on PostgreSQL (${pg_tests[*]}), in the background"

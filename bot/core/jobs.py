@@ -382,8 +382,17 @@ async def claim_deliveries(
     if not platforms:
         return []
     names = ", ".join(_quote(p) for p in sorted(platforms))
+    # PostgreSQL (READ COMMITTED, concurrent writers): two frontends' subqueries saw the same
+    # free rows, the second UPDATE waited for the first's commit, then re-checked only
+    # "id IN (...)" and took the rows again: every such track was posted twice. So lock the
+    # picked rows (skipping those another process is claiming, as claim() does) and re-check
+    # the lease on the row the UPDATE finally sees.
+    pick, lock, recheck = "id IN (SELECT id", "", ""
+    if on_postgres(conn):
+        pick, lock = "id = ANY(ARRAY(SELECT id", " FOR UPDATE SKIP LOCKED)"
+        recheck = "AND state = 'rendered' AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
     rows = await conn.execute_fetchall(
-        "UPDATE jobs SET owner = ?, lease_expires_at = ? WHERE id IN (SELECT id FROM jobs "
+        f"UPDATE jobs SET owner = ?, lease_expires_at = ? WHERE {pick} FROM jobs "
         "WHERE state = 'rendered' AND next_delivery_at <= ? "
         "AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
         # A group goes out as one message: only once none of it is queued or running, and
@@ -395,8 +404,8 @@ async def claim_deliveries(
         # The destination's platform, not the member's: a Discord member's API job is
         # delivered by the API frontend.
         f"AND delivery_platform IN ({names}) "
-        "ORDER BY next_delivery_at, id LIMIT ?) RETURNING id",
-        (owner, now + lease_s, now, now, limit),
+        f"ORDER BY next_delivery_at, id LIMIT ?{lock}) {recheck}RETURNING id",
+        (owner, now + lease_s, now, now, limit, *((now,) if recheck else ())),
     )
     return await _select_ids(conn, [r[0] for r in rows]) if rows else []
 

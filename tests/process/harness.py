@@ -1,4 +1,8 @@
-"""A real ``musicbot run`` process on a real SQLite file, and the books to check after it.
+"""A real ``musicbot run`` process on a real database, and the books to check after it.
+
+The database is the config's ``database:`` line (``write_config`` writes the SQLite file
+``bot.sqlite3``; a test may put a ``postgresql://`` URL there instead): :func:`connect`
+reads it and returns sqlite3, or ``tests.pg.SyncPg`` with the same shape for PostgreSQL.
 
 Used by the process tests and by ``bench/faults.py``. The bot runs with the ``debug`` model
 and no chat credentials, so its console frontend prints every delivered track to stdout
@@ -27,6 +31,7 @@ from bot.config import load_config
 from bot.core.db import Database
 from bot.core.models import Actor, Destination, MusicRequest
 from bot.core.service import MusicService
+from tests.pg import SyncPg
 
 REPO = Path(__file__).resolve().parents[2]
 MEMBER = Actor("console", "@dm", "alice")
@@ -137,9 +142,26 @@ def set_balance(folder: Path, amount: int) -> None:
     asyncio.run(act())
 
 
-def rows(folder: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(folder / "bot.sqlite3", timeout=30)
+def database_of(folder: Path) -> str:
+    """The ``database:`` setting of the folder's config: a SQLite path or a PostgreSQL URL."""
+    settings = yaml.safe_load((folder / "config.yaml").read_text())
+    return str(settings["database"])
+
+
+def connect(folder: Path) -> sqlite3.Connection | SyncPg:
+    """A plain connection to the folder's database, for the tests' checks: sqlite3 for a
+    file, ``SyncPg`` (sqlite3-shaped, autocommit) for a ``postgresql://`` URL. Rows read
+    by name (``row["state"]``) on both."""
+    database = database_of(folder)
+    if database.startswith(("postgresql://", "postgres://")):
+        return SyncPg(database)
+    conn = sqlite3.connect(database, timeout=30)
     conn.row_factory = sqlite3.Row
+    return conn
+
+
+def rows(folder: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    conn = connect(folder)
     try:
         return list(conn.execute(sql, params))
     finally:

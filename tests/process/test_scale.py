@@ -8,14 +8,15 @@ stops working on a job to a shared trace file, ``MUSICBOT_TRACE``); and the kill
 jobs went back to the queue within the lease time. The frontends use the console frontend,
 whose delivery prints ``🎶 Job #N for …``: a real delivery path through the outbox.
 
-The database is a parameter (``database``): a SQLite file today; the PostgreSQL fixture
-plugs in here once that backend is merged.
+The database is a parameter (``database``): a SQLite file (skipped in the PostgreSQL pass,
+which ran it already as the SQLite one), and a fresh PostgreSQL database from ``tests.pg``
+when ``MUSICBOT_TEST_DB=postgres`` (skipped otherwise), where idle workers wake on
+LISTEN/NOTIFY and claims take rows ``FOR UPDATE SKIP LOCKED``.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tests import pg
 
 from .harness import (
     Bot,
@@ -43,9 +47,15 @@ FRONTENDS = 2
 SETTLED = ("done", "failed", "cancelled")
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=[
+    pytest.param("sqlite", marks=pytest.mark.sqlite_only),
+    pytest.param("postgres", marks=pytest.mark.skipif(
+        not pg.wanted(), reason="MUSICBOT_TEST_DB=postgres only (the PostgreSQL pass)")),
+])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The ``database`` setting every process of the test shares."""
+    if request.param == "postgres":
+        return pg.test_database()
     return str(tmp_path / "bot.sqlite3")
 
 
@@ -173,9 +183,11 @@ def test_many_workers_and_frontends_share_one_queue_through_kills(
 
 
 def _use_database(folder: Path, database: str) -> None:
+    # through YAML, not a text edit: a PostgreSQL URL carries '?', '&' and '='
     config = folder / "config.yaml"
-    config.write_text(re.sub(r"(?m)^database: .*$", f"database: {database}",
-                             config.read_text()))
+    settings = yaml.safe_load(config.read_text())
+    settings["database"] = database
+    config.write_text(yaml.safe_dump(settings))
 
 
 def _only_frontends_delivered(folder: Path) -> bool:
