@@ -389,16 +389,22 @@ class MusicService:
             await self._check_limits(conn, account.id, now, new_job=job_id)
             balance = await ledger.debit(conn, account, cost, LedgerKind.CHARGE, job_id=job_id,
                                          actor=actor.user, reason="music", now=now)
-        self.settlement.work_available.set()
-        place, ahead, busy = await self.places.place(job_id)  # after the commit: see places
         job = Job(id=job_id, account=account_key, params=params, state=JobState.QUEUED,
                   price=cost, idempotency_key=key, destination=destination, attempts=0,
                   max_attempts=self.config.generation.max_attempts, error=None,
                   cancel_requested=False, created_at=now, started_at=None, finished_at=None,
                   track_path=None)
-        # Logged and counted only: the frontend shows the receipt itself.
-        self.notifier.record(JobEvent(EventKind.QUEUED, job, position=place))
+        self._queued(job)
+        place, ahead, busy = await self.places.place(job_id)  # after the commit: see places
         return Receipt(job, cost, balance, place, self.speed.eta(ahead, busy))
+
+    def _queued(self, *queued: Job) -> None:
+        """Log and count new jobs, then wake the worker — in that order and before any await:
+        a worker woken first (or another process's, by NOTIFY) could log "started" before
+        "queued". The frontend shows the receipt, with the queue place, itself."""
+        for job in queued:
+            self.notifier.record(JobEvent(EventKind.QUEUED, job))
+        self.settlement.work_available.set()
 
     async def _enqueue_group(
         self, actor: Actor, group: list[GenerationParams], destination: Destination, key: str,
@@ -424,7 +430,6 @@ class MusicService:
                 conn, account, list(zip(group, costs, member_keys(key, len(group)),
                                         strict=True)),
                 destination=destination, max_attempts=attempts, actor=actor.user, now=now)
-        self.settlement.work_available.set()
         made = tuple(
             Job(id=job_id, account=account_key, params=params, state=JobState.QUEUED,
                 price=cost, idempotency_key=job_key, destination=destination, attempts=0,
@@ -432,10 +437,9 @@ class MusicService:
                 started_at=None, finished_at=None, track_path=None, group_id=ids[0])
             for job_id, params, cost, job_key in zip(ids, group, costs,
                                                      member_keys(key, len(group)), strict=True))
+        self._queued(*made)
         (place, _, busy), (_, ahead, _) = await asyncio.gather(
             self.places.place(ids[0]), self.places.place(ids[-1]))  # one queue walk
-        for job in made:
-            self.notifier.record(JobEvent(EventKind.QUEUED, job, position=place))
         return Receipt(made[0], sum(costs), balance, place, self.speed.eta(ahead, busy),
                        group=made)
 
