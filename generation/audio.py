@@ -23,9 +23,7 @@ import logging
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,6 @@ from bot.config import AudioConfig, Config
 from bot.core.models import Track
 from generation.analysis import analyse, integrated_loudness
 from generation.errors import GenerationError, TrackTooLarge
-from generation.priority import yield_cpu_to_the_loop
 
 log = logging.getLogger(__name__)
 
@@ -312,15 +309,10 @@ def make_track(
 async def store_track(
     audio: Audio, job_id: int, fmt: str, upload_limit: int, config: Config, *, noise: bool = False
 ) -> Track:
-    """:func:`make_track` in a thread (encoding is CPU-bound and would stall the loop), at
-    the rendering threads' lower priority (:mod:`generation.priority`)."""
-    return await asyncio.get_running_loop().run_in_executor(
-        _FINISHING, partial(make_track, audio, job_id, fmt, upload_limit, config, noise=noise))
-
-
-_FINISHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="finish-track",
-                                initializer=yield_cpu_to_the_loop)
-"""Threads that encode, draw and analyse finished tracks (ffmpeg inherits their priority)."""
+    """:func:`make_track` in a thread (encoding is CPU-bound and would stall the loop)."""
+    return await asyncio.to_thread(
+        make_track, audio, job_id, fmt, upload_limit, config, noise=noise
+    )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
