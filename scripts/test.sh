@@ -49,7 +49,10 @@ if [ "$named" = 0 ] && [ -x "${MUSICBOT_PG_BIN:-/usr/lib/postgresql/15/bin}/init
   [ "$all" = 1 ] && pg_tests+=(tests/process/test_scale.py)
   pg_log="$(mktemp)"
   echo "==> pytest on PostgreSQL (${pg_tests[*]}), in the background"
-  MUSICBOT_TEST_DB=postgres .venv/bin/python -m pytest -p no:cacheprovider "${tier[@]}" \
+  # A hard limit on the whole pass (a test alone is limited by pytest-timeout): CI must end
+  # with this pass's output, never wait on it.
+  MUSICBOT_TEST_DB=postgres timeout -k 30 "${MUSICBOT_PG_PASS_LIMIT_S:-960}" \
+    .venv/bin/python -m pytest -p no:cacheprovider "${tier[@]}" \
     "${pg_tests[@]}" >"$pg_log" 2>&1 &
   pg_pid=$!
 fi
@@ -59,6 +62,7 @@ status=0
 if [ -n "$pg_pid" ]; then
   pg_status=0
   wait "$pg_pid" || pg_status=$?
+  [ "$pg_status" = 124 ] && echo "==> pytest on PostgreSQL: stopped after ${MUSICBOT_PG_PASS_LIMIT_S:-960} s"
   echo "==> pytest on PostgreSQL: output"
   cat "$pg_log"
   rm -f "$pg_log"

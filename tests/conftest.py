@@ -9,7 +9,9 @@ of :data:`SLOW_PATHS` or carries ``@pytest.mark.slow`` itself; select with ``-m 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -35,7 +37,15 @@ def is_slow_path(path: Path) -> bool:
                for slow in SLOW_PATHS)
 
 
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (scripts/test.sh's time limit, CI cancelling) ends the run like Ctrl-C: pytest
+    # prints where each test stood and the session's clean-up stops the PostgreSQL server,
+    # instead of dying silently and leaving the server behind.
+    signal.signal(signal.SIGTERM, _interrupted)
     config.addinivalue_line(
         "markers", "sqlite_only: about SQLite itself (file locks, WAL, the file on disk); "
         "skipped when MUSICBOT_TEST_DB=postgres")

@@ -60,15 +60,20 @@ class PgServer:
         self._user: pwd.struct_passwd | None = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
 
     def _run(self, *args: str) -> None:
-        kwargs: dict[str, Any] = {"check": True, "capture_output": True, "cwd": self.root}
+        kwargs: dict[str, Any] = {"check": True, "capture_output": True, "cwd": self.root,
+                                  "timeout": 120}
         if self._user is not None:
             user = self._user
-            kwargs["preexec_fn"] = lambda: (os.setgid(user.pw_gid), os.setuid(user.pw_uid))
+            # user=/group= switch in the forked child without running Python there
+            # (preexec_fn can deadlock once the test process has threads)
+            kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
             kwargs["env"] = {**os.environ, "HOME": str(self.root)}
         try:
             subprocess.run(args, **kwargs)
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"{args[0]} failed: {exc.stderr.decode(errors='replace')}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{args[0]} did not finish in {exc.timeout:.0f} s") from exc
 
     def start(self) -> PgServer:
         if self._user is not None:
