@@ -10,6 +10,9 @@ of :data:`SLOW_PATHS` or carries ``@pytest.mark.slow`` itself; select with ``-m 
 from __future__ import annotations
 
 import signal
+import sys
+import threading
+import traceback
 from pathlib import Path
 from types import FrameType
 
@@ -53,6 +56,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     pg.stop_server()  # the throw-away PostgreSQL cluster, if this run started one
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Name the threads that would keep the interpreter from exiting, with their stacks.
+
+    A non-daemon thread a test left running makes pytest hang after its summary line;
+    printed here, the run's log says which one (scripts/test.sh's time limit ends it).
+    """
+    frames = sys._current_frames()
+    left = [t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    for thread in left:
+        frame = frames.get(thread.ident or 0)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        print(f"\nthread left running at exit: {thread.name}\n{stack}", file=sys.stderr)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
