@@ -306,6 +306,21 @@ def make_track(
     )
 
 
+def warm_up_finishing(config: Config, sample_rate: int = 32000) -> None:
+    """Finish, analyse and encode two seconds of noise, writing nothing, so that the first
+    member's track does not pay the one-time costs: importing librosa compiles numba
+    kernels (~2 s of CPU holding the GIL, which stalled every request the server was
+    answering meanwhile), pyloudnorm, PyAV and the PNG drawing load on first use too."""
+    rng = np.random.default_rng(0)
+    audio = finish(Audio(rng.uniform(-0.1, 0.1, (1, 2 * sample_rate)).astype(np.float32),
+                         sample_rate), config.audio)
+    analyse(audio.samples, audio.sample_rate)
+    integrated_loudness(audio.samples, audio.sample_rate)
+    encode(audio, "mp3", 10 * 2**20, config.audio.bitrate_kbps)
+    waveform_png(audio, Path(os.devnull))
+    waveform_peaks(audio)
+
+
 async def store_track(
     audio: Audio, job_id: int, fmt: str, upload_limit: int, config: Config, *, noise: bool = False
 ) -> Track:

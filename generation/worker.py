@@ -33,7 +33,7 @@ from bot.core import faults
 from bot.core.errors import MusicBotError
 from bot.core.models import GenerationParams, Job, JobKind
 from bot.core.ports import WorkerPort
-from generation.audio import Audio, load_track, store_track
+from generation.audio import Audio, load_track, store_track, warm_up_finishing
 from generation.batcher import ContinuousBatcher
 from generation.engine import Engine, GenerationRequest
 from generation.errors import (
@@ -161,7 +161,8 @@ class Worker:
     async def warm_up(self) -> None:
         """Make short tracks per model before members wait for one: the first call's kernel
         set-up is paid here (no cold start), and the ETA gets measured speeds for one job
-        alone and for a full batch."""
+        alone and for a full batch. Finishing a track (analysis, encoding) is warmed too."""
+        await asyncio.to_thread(warm_up_finishing, self.config)
         for key, engine in self.engines.items():
             batcher = self._batcher(key, engine)
             for batch in sorted({1, batcher.free_slots or 1}):

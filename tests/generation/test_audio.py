@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from generation.audio import (
     make_track,
     normalize,
     sweep_tracks,
+    warm_up_finishing,
 )
 from generation.errors import TrackTooLarge
 
@@ -94,6 +96,14 @@ def test_track_is_stored_with_a_waveform_and_decodes_back(config: Config) -> Non
     assert Image.open(track.waveform_path).size == (800, 160)
     back = load_track(track.path)
     assert back.sample_rate == SR and back.duration_s == pytest.approx(2.0, abs=0.08)
+
+
+def test_warm_up_loads_the_analysis_and_stores_nothing(config: Config) -> None:
+    """The worker's warm-up pays librosa's import (numba compiles ~2 s while holding the
+    GIL) at start, not while the first member's track is finished beside live requests."""
+    warm_up_finishing(config)
+    assert "librosa.beat" in sys.modules and "pyloudnorm" in sys.modules
+    assert not config.tracks_path.exists() or not any(config.tracks_path.iterdir())
 
 
 def test_retention_sweep_deletes_only_old_tracks(config: Config) -> None:
