@@ -72,13 +72,18 @@ def _with_folder(track: Track, folder: Path) -> Track:
     def moved(path: str | None) -> str | None:
         return str(folder / Path(path).name) if path else None
 
+    stems = {name: str(folder / Path(path).name) for name, path in track.stems.items()} \
+        if track.stems else track.stems
     return dataclasses.replace(track, path=str(folder / Path(track.path).name),
                                waveform_path=moved(track.waveform_path),
-                               waveform_data_path=moved(track.waveform_data_path))
+                               waveform_data_path=moved(track.waveform_data_path),
+                               stems=stems)
 
 
 def _files(track: Track) -> list[str]:
-    return [p for p in (track.path, track.waveform_path, track.waveform_data_path) if p]
+    """Every file of a track: the audio (a stems job's zip), its waveforms, each stem."""
+    return [p for p in (track.path, track.waveform_path, track.waveform_data_path,
+                        *(track.stems or {}).values()) if p]
 
 
 def sweep_folder(folder: Path, cutoff: float) -> int:
@@ -152,6 +157,9 @@ class S3Store:
         peaks = here.waveform_data_path
         if peaks and await self.local_file(peaks) is None:
             here = dataclasses.replace(here, waveform_data_path=None)
+        for stem in (here.stems or {}).values():  # uploaded one by one beside the zip
+            if await self.local_file(stem) is None:
+                return None  # the zip without its stems is not the track that was rendered
         return here
 
     async def local_file(self, path: str) -> Path | None:

@@ -105,6 +105,29 @@ async def test_a_track_rendered_on_one_machine_is_delivered_from_another(
     assert (await frontends.get_job(job_id)).state is JobState.DONE
 
 
+async def test_a_stems_job_reaches_the_other_machine_with_every_stem(
+    machines: tuple[MusicService, MusicService], frontend: RecordingFrontend
+) -> None:
+    worker, frontends = machines
+    await order(frontends, member())
+    [job] = await worker.settlement.claim(1)
+    track = write_track(worker.config, job.id)
+    stems = {}
+    for name in ("drums", "bass", "other", "vocals"):
+        stem = worker.config.tracks_path / f"{job.id}.{name}.mp3"
+        stem.write_bytes(f"ID3-{name}".encode())
+        stems[name] = str(stem)
+    await worker.settlement.rendered(job, dataclasses.replace(track, stems=stems))
+    shutil.rmtree(worker.config.tracks_path)  # only the bucket has them now
+
+    assert await frontends.delivery.deliver_due() == 1
+    sent = frontend.delivered[job.id]
+    assert sent.stems is not None and set(sent.stems) == set(stems)
+    for name, path in sent.stems.items():
+        assert Path(path).parent == frontends.config.tracks_path
+        assert Path(path).read_bytes() == f"ID3-{name}".encode()
+
+
 async def test_track_sends_it_again_after_the_local_copy_is_gone(
     machines: tuple[MusicService, MusicService]
 ) -> None:

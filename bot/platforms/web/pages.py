@@ -131,16 +131,9 @@ async def asset(name: str) -> Response:
 # ----------------------------------------------------------------------------- stems
 
 def stems_of(track: Track) -> dict[str, str]:
-    """Stem name → file path of a separated track; empty when it has none.
-
-    STEMS: ``Track`` gets its stems from the stem-separation work (another branch). Until
-    that field exists this reads it defensively; once it does, read ``track.stems`` here
-    (expected: a mapping like ``{"vocals": "/…/12.vocals.mp3", …}``).
-    """
-    stems = getattr(track, "stems", None)
-    if not stems:
-        return {}
-    return {str(k): str(v) for k, v in dict(stems).items()}
+    """Stem name → file path of a separated track (``{"vocals": "/…/12.vocals.mp3", …}``);
+    empty when it has none."""
+    return dict(track.stems or {})
 
 
 # ----------------------------------------------------------------------------- HTML
