@@ -306,7 +306,7 @@ async def test_a_slow_upload_never_holds_the_model(
     await worker.start()
     try:
         first = await queue(service, "first", duration=1)
-        await wait_for(lambda: frontend.kinds(first.id).count(EventKind.PROGRESS) > 0)
+        await wait_for_state(service, first.id, JobState.RENDERED)  # its upload now hangs
         second = await queue(service, "second", duration=1)
         await wait_for_state(service, second.id, JobState.RENDERED)
         assert (await service.get_job(first.id)).state is JobState.RENDERED  # still uploading
