@@ -308,7 +308,10 @@ class PostgresDatabase(Database):
             relisten.cancel()
         listener, self._listener = self._listener, None
         if listener is not None and not listener.is_closed():
-            await listener.close()
+            try:  # a graceful close waits for the server's answer: never for ever at shutdown
+                await listener.close(timeout=CLOSE_GRACE_S)
+            except (TimeoutError, *_UNREACHABLE):
+                listener.terminate()
         pool, self._pool = self._pool, None
         if pool is not None:
             # close() waits for every borrowed connection; a task cancelled mid-query at

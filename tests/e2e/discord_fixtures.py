@@ -7,9 +7,11 @@ test a :class:`DiscordWorld` to act as members would.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -170,6 +172,29 @@ async def open_world(
         try:
             yield world
         finally:
-            await world.app.stop()
+            await finish_within("App.stop()", world.app.stop())
     finally:
-        await fake.stop()
+        await finish_within("the fake Discord's stop()", fake.stop())
+
+
+STOP_LIMIT_S = 60.0
+"""Stopping takes about a second; past this, a stop that hangs fails with every task's stack."""
+
+
+async def finish_within(what: str, stopping: Awaitable[None]) -> None:
+    """Await ``stopping``; if it hangs, fail naming every pending task and where it waits.
+
+    A stop that never returned once stalled a whole PostgreSQL pass (seen twice, not yet
+    understood): this turns it into a failure that says which await it was.
+    """
+    task = asyncio.ensure_future(stopping)
+    done, _ = await asyncio.wait({task}, timeout=STOP_LIMIT_S)
+    if task in done:
+        task.result()
+        return
+    stacks = io.StringIO()
+    for pending in asyncio.all_tasks():
+        if pending is not asyncio.current_task():
+            pending.print_stack(file=stacks)
+    pytest.fail(f"{what} did not finish in {STOP_LIMIT_S:.0f} s; pending tasks:\n"
+                f"{stacks.getvalue()}")
