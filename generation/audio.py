@@ -33,7 +33,7 @@ from pydub.exceptions import CouldntEncodeError
 
 from bot.config import AudioConfig, Config
 from bot.core.models import Track
-from generation.analysis import analyse, integrated_loudness
+from generation.analysis import Analysis, analyse, integrated_loudness
 from generation.errors import GenerationError, TrackTooLarge
 
 log = logging.getLogger(__name__)
@@ -283,10 +283,7 @@ def make_track(
 ) -> Track:
     """Finish, encode and store a track as ``data/tracks/<job_id>.<fmt>`` (+ waveform ``.png``
     and ``.waveform.json``)."""
-    audio = finish(audio, config.audio)
-    facts = analyse(audio.samples, audio.sample_rate)
-    loudness = integrated_loudness(audio.samples, audio.sample_rate)
-    data, _ = encode(audio, fmt, upload_limit, config.audio.bitrate_kbps)
+    audio, facts, loudness, data = _finished(audio, fmt, upload_limit, config)
     folder = tracks_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{job_id}.{fmt}"
@@ -306,17 +303,26 @@ def make_track(
     )
 
 
+def _finished(
+    audio: Audio, fmt: str, upload_limit: int, config: Config
+) -> tuple[Audio, Analysis, float | None, bytes]:
+    """Fade/normalise, measure (tempo, key, loudness) and encode: the track's work before
+    any file is written."""
+    audio = finish(audio, config.audio)
+    facts = analyse(audio.samples, audio.sample_rate)
+    loudness = integrated_loudness(audio.samples, audio.sample_rate)
+    data, _ = encode(audio, fmt, upload_limit, config.audio.bitrate_kbps)
+    return audio, facts, loudness, data
+
+
 def warm_up_finishing(config: Config, sample_rate: int = 32000) -> None:
-    """Finish, analyse and encode two seconds of noise, writing nothing, so that the first
-    member's track does not pay the one-time costs: importing librosa compiles numba
+    """Finish two seconds of noise as :func:`make_track` does, writing nothing, so that the
+    first member's track does not pay the one-time costs: importing librosa compiles numba
     kernels (~2 s of CPU holding the GIL, which stalled every request the server was
     answering meanwhile), pyloudnorm, PyAV and the PNG drawing load on first use too."""
-    rng = np.random.default_rng(0)
-    audio = finish(Audio(rng.uniform(-0.1, 0.1, (1, 2 * sample_rate)).astype(np.float32),
-                         sample_rate), config.audio)
-    analyse(audio.samples, audio.sample_rate)
-    integrated_loudness(audio.samples, audio.sample_rate)
-    encode(audio, "mp3", 10 * 2**20, config.audio.bitrate_kbps)
+    noise = np.random.default_rng(0).uniform(-0.1, 0.1, (1, 2 * sample_rate))
+    audio, *_ = _finished(Audio(noise.astype(np.float32), sample_rate), "mp3", 10 * 2**20,
+                          config)
     waveform_png(audio, Path(os.devnull))
     waveform_peaks(audio)
 

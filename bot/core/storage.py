@@ -72,8 +72,8 @@ def _with_folder(track: Track, folder: Path) -> Track:
     def moved(path: str | None) -> str | None:
         return str(folder / Path(path).name) if path else None
 
-    stems = {name: str(folder / Path(path).name) for name, path in track.stems.items()} \
-        if track.stems else track.stems
+    stems = track.stems and {name: str(folder / Path(path).name)
+                             for name, path in track.stems.items()}
     return dataclasses.replace(track, path=str(folder / Path(track.path).name),
                                waveform_path=moved(track.waveform_path),
                                waveform_data_path=moved(track.waveform_data_path),

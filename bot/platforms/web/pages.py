@@ -112,7 +112,7 @@ async def track_stem(share_id: str, name: str, context: Context) -> Response:
     found = await _shared(context, share_id)
     if found is None:
         return _not_found()
-    path = stems_of(found[1]).get(name)
+    path = (found[1].stems or {}).get(name)
     if path is None or not Path(path).is_file():
         return _not_found()
     return FileResponse(path, media_type=MEDIA_TYPES.get(Path(path).suffix.lstrip(".")),
@@ -129,12 +129,6 @@ async def asset(name: str) -> Response:
 
 
 # ----------------------------------------------------------------------------- stems
-
-def stems_of(track: Track) -> dict[str, str]:
-    """Stem name → file path of a separated track (``{"vocals": "/…/12.vocals.mp3", …}``);
-    empty when it has none."""
-    return dict(track.stems or {})
-
 
 # ----------------------------------------------------------------------------- HTML
 
@@ -167,7 +161,7 @@ def render_page(share_id: str, job: Job, track: Track) -> str:
         f'<li><a href="{base}/download/{f}" download>{f.upper()}</a></li>' for f in FORMATS)
     stems = "\n".join(
         f'<li><a href="{base}/stems/{_e(name)}" download>{_e(name)}</a></li>'
-        for name in sorted(stems_of(track)))
+        for name in sorted(track.stems or {}))
     stems_block = (f'<section><h2>Stems</h2><ul class="links">{stems}</ul></section>'
                    if stems else "")
     noise = f'<p class="noise" role="note">⚠️ {_e(NOISE_LABEL)}</p>' if track.noise else ""
