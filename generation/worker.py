@@ -377,7 +377,7 @@ class Worker:
         """The engine request for a job; for an extension, with the previous track's audio."""
         params = job.params
         if params.continue_from is None:
-            return await clip_request(params)
+            return await clip_request(params, self.service.clip_file)
         source = await self.service.source_track(params.continue_from)
         if not source:
             raise GenerationError(f"Job #{params.continue_from} has no stored track to extend.")
@@ -487,20 +487,28 @@ class Worker:
         await asyncio.shield(asyncio.ensure_future(work))
 
 
-async def clip_request(params: GenerationParams) -> GenerationRequest:
-    """A request with the member's stored clips: one to continue, or a melody to follow."""
+async def clip_request(
+    params: GenerationParams, locate: Callable[[str], Awaitable[str | None]] | None = None
+) -> GenerationRequest:
+    """A request with the member's stored clips: one to continue, or a melody to follow.
+
+    ``locate`` finds a clip on this machine (the track store's copy when the frontends
+    process that took it runs elsewhere); without it the recorded path is read as it is.
+    """
     clip = melody = None
     if params.audio_prompt:
-        clip = await asyncio.to_thread(_load_clip, params.audio_prompt)
+        clip = await _load_clip(params.audio_prompt, locate)
     if params.melody_prompt:
-        melody = await asyncio.to_thread(_load_clip, params.melody_prompt)
+        melody = await _load_clip(params.melody_prompt, locate)
     return GenerationRequest(params, continue_audio=clip, melody_audio=melody)
 
 
-def _load_clip(path: str) -> Audio:
-    if not os.path.isfile(path):
+async def _load_clip(recorded: str,
+                     locate: Callable[[str], Awaitable[str | None]] | None) -> Audio:
+    path = await locate(recorded) if locate is not None else recorded
+    if path is None or not os.path.isfile(path):
         raise GenerationError("The audio clip is no longer stored; attach it again.")
-    return load_track(path)
+    return await asyncio.to_thread(load_track, path)
 
 
 class OneAtATime:

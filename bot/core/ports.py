@@ -64,6 +64,9 @@ class WorkerPort(Protocol):
     async def source_track(self, job_id: int) -> str | None:
         """Stored track path of a job (the audio an extension continues)."""
 
+    async def clip_file(self, path: str) -> str | None:
+        """A member's stored clip (audio prompt, melody) on this machine, or None if gone."""
+
     async def rendered(self, job: Job, track: Track) -> Job:
         """The track is on disk: commit it for delivery."""
 

@@ -37,6 +37,7 @@ from bot.core.errors import (
     LimitReached,
     NotAuthorized,
     NothingToCancel,
+    ServiceUnavailable,
     format_wait,
 )
 from bot.core.eta import SpeedEstimator
@@ -73,7 +74,7 @@ from bot.core.requests import (
 from bot.core.settlement import Settlement
 from bot.core.sharing import Sharing
 from bot.core.stems import quote, request_stems
-from bot.core.storage import TrackStore, open_store
+from bot.core.storage import StorageError, TrackStore, open_store
 from bot.core.takes import (
     cancel_group,
     insert_group,
@@ -374,6 +375,7 @@ class MusicService:
         if not isinstance(key, str) or not 0 < len(key) <= 200:
             raise InvalidRequest("request id", "is missing or too long")
         self._loaded(params.model)
+        await self._store_clips([params])
         cost = price(self.config, params.duration, params.model, params.format)
         account_key = self.account_key(actor.platform, actor.community, actor.user)
         now = self._clock()
@@ -398,6 +400,18 @@ class MusicService:
         place, ahead, busy = await self.places.place(job_id)  # after the commit: see places
         return Receipt(job, cost, balance, place, self.speed.eta(ahead, busy))
 
+    async def _store_clips(self, group: list[GenerationParams]) -> None:
+        """Put the members' clips (audio prompts, melodies) where a worker on another machine
+        finds them (the track store), before anything is charged."""
+        clips = {path for p in group for path in (p.audio_prompt, p.melody_prompt) if path}
+        for path in sorted(clips):
+            try:
+                await self.tracks.save_file(path)
+            except StorageError as err:
+                log.error("clip not stored: %s", err)
+                raise ServiceUnavailable("Your audio clip could not be stored right now; "
+                                         "nothing was charged. Try again in a minute.") from err
+
     def _queued(self, *queued: Job) -> None:
         """Log and count new jobs, then wake the worker — in that order and before any await:
         a worker woken first (or another process's, by NOTIFY) could log "started" before
@@ -415,6 +429,7 @@ class MusicService:
             raise InvalidRequest("request id", "is missing or too long")
         for params in group:
             self._loaded(params.model)
+        await self._store_clips(group)
         costs = [price(self.config, p.duration, p.model, p.format) for p in group]
         account_key = self.account_key(actor.platform, actor.community, actor.user)
         now = self._clock()

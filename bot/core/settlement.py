@@ -135,6 +135,12 @@ class Settlement:
         here = await self.store.local_file(recorded)  # the worker may be on another machine
         return str(here) if here is not None else recorded
 
+    async def clip_file(self, path: str) -> str | None:
+        """A member's stored clip on this machine (fetched from the track store if the
+        frontends process that took it runs elsewhere); None once it is gone."""
+        here = await self.store.local_file(path)
+        return str(here) if here is not None else None
+
     # ------------------------------------------------------------------ settling
 
     def held_jobs(self) -> list[int]:

@@ -4,7 +4,9 @@ The worker encodes a track into its local tracks folder (``Config.tracks_path``)
 :meth:`TrackStore.save` makes it reachable to the other processes; a frontends process calls
 :meth:`TrackStore.local` before it uploads the file to a chat platform or sends it again
 (``/track``), and the worker calls :meth:`TrackStore.local_file` for the audio an extension
-continues. A track is known everywhere by its file *name* (``12.mp3``, ``12.png``,
+continues. A member's clip (audio prompt, melody) goes the other way: the frontends process
+that took it stores it with :meth:`TrackStore.save_file` before charging, and the worker
+fetches it by name. A track is known everywhere by its file *name* (``12.mp3``, ``12.png``,
 ``12.waveform.json``): the path in the job row is where the rendering process wrote it, and
 another machine may mount the shared volume elsewhere, so every process resolves the name
 against its own folder.
@@ -21,6 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -54,6 +57,10 @@ class TrackStore(Protocol):
 
     async def local_file(self, path: str) -> Path | None:
         """One stored file (by the path a job row recorded) on local disk, or None if gone."""
+
+    async def save_file(self, path: str) -> None:
+        """Make one local file (a member's stored clip) reachable by name to every process,
+        for :meth:`local_file` there. Raises :class:`StorageError`."""
 
     async def sweep(self, cutoff: float) -> int:
         """Delete tracks last written before ``cutoff`` (unix seconds); returns how many."""
@@ -124,6 +131,29 @@ class DirectoryStore:
                 return here
         return None
 
+    async def save_file(self, path: str) -> None:
+        await asyncio.to_thread(self._copy_in, Path(path))
+
+    def _copy_in(self, source: Path) -> None:
+        target = self.folder / source.name
+        if target == source:
+            return
+        if target.is_file():  # named by content: the same name is the same clip
+            os.utime(target)  # used again: the retention sweep counts from now
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f"{source.name}.{os.getpid()}.part")
+        try:
+            try:
+                os.link(source, part)  # same file system: no second copy of the bytes
+            except OSError:
+                shutil.copyfile(source, part)
+            os.replace(part, target)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            raise StorageError(f"could not store {source.name} in {self.folder}: "
+                               f"{type(exc).__name__}") from exc
+
     async def sweep(self, cutoff: float) -> int:
         return await asyncio.to_thread(sweep_folder, self.folder, cutoff)
 
@@ -164,6 +194,9 @@ class S3Store:
 
     async def local_file(self, path: str) -> Path | None:
         return await asyncio.to_thread(self._download, Path(path).name)
+
+    async def save_file(self, path: str) -> None:
+        await asyncio.to_thread(self._upload, [path])
 
     async def sweep(self, cutoff: float) -> int:
         return await asyncio.to_thread(self._sweep, cutoff)

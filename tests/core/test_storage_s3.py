@@ -20,11 +20,13 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from bot.config import Config, StorageConfig
-from bot.core.errors import InvalidRequest
+from bot.core.errors import InvalidRequest, ServiceUnavailable
 from bot.core.models import JobState, Track
 from bot.core.service import MusicService
+from bot.media.clips import intake
 
-from .conftest import RecordingFrontend, make_config, member, order
+from . import clip_files
+from .conftest import RecordingFrontend, make_config, member, music, order
 
 BUCKET = "musicbot-tracks"
 SECRET = "s3cr3t-never-in-logs"
@@ -178,6 +180,32 @@ async def test_an_unreachable_bucket_puts_the_job_back_and_never_logs_the_secret
     assert SECRET not in caplog.text
 
 
+async def test_a_members_clip_reaches_a_worker_that_never_saw_it(
+    machines: tuple[MusicService, MusicService], tmp_path: Path
+) -> None:
+    worker, frontends = machines
+    clip = await intake(frontends.config, "audio", clip_files.sine(tmp_path / "riff.mp3", 1.0))
+    taken = clip.path.read_bytes()
+    await order(frontends, member(), music(audio=str(clip.path)))
+    shutil.rmtree(clip.path.parent)  # the worker's machine has no copy of the frontends' disk
+
+    [job] = await worker.settlement.claim(1)
+    here = await worker.settlement.clip_file(job.params.audio_prompt or "")
+    assert here is not None and Path(here).read_bytes() == taken
+
+
+async def test_a_clip_the_bucket_cannot_take_is_refused_before_any_charge(
+    tmp_path: Path, endpoint: str, open_service: Callable[..., Any],
+) -> None:
+    frontends = await open_service(s3_config(tmp_path, "frontends", "http://127.0.0.1:9"))
+    clip = await intake(frontends.config, "audio", clip_files.sine(tmp_path / "riff.mp3", 1.0))
+    before = await frontends.balance(member())
+    with pytest.raises(ServiceUnavailable, match="nothing was charged"):
+        await order(frontends, member(), music(audio=str(clip.path)))
+    assert await frontends.balance(member()) == before
+    assert await frontends.history(member()) == []
+
+
 async def test_a_shared_folder_mounted_elsewhere_still_delivers(
     tmp_path: Path, open_service: Callable[..., Any], frontend: RecordingFrontend
 ) -> None:
@@ -199,3 +227,20 @@ async def test_a_shared_folder_mounted_elsewhere_still_delivers(
     assert frontend.delivered[job.id].path == str(volume / f"{job.id}.mp3")
     _, again = await frontends.stored_track(member(), job.id)
     assert Path(again.path).read_bytes().startswith(b"ID3-fake-mp3-")
+
+
+async def test_a_clip_is_kept_on_the_shared_folder_for_workers_elsewhere(
+    tmp_path: Path, open_service: Callable[..., Any]
+) -> None:
+    volume = tmp_path / "volume"
+    here = dataclasses.replace(make_config(tmp_path),
+                               storage=StorageConfig(kind="directory", path=str(volume)))
+    frontends = await open_service(here)
+    clip = await intake(here, "audio", clip_files.sine(tmp_path / "riff.wav", 1.0))
+    await order(frontends, member(), music(audio=str(clip.path)))
+
+    assert (volume / clip.path.name).read_bytes() == clip.path.read_bytes()
+    shutil.rmtree(clip.path.parent)  # a worker mounting only the volume still finds it
+    [job] = await frontends.settlement.claim(1)
+    found = await frontends.settlement.clip_file(job.params.audio_prompt or "")
+    assert found == str(volume / clip.path.name)

@@ -74,7 +74,8 @@ async def test_a_clip_deleted_before_its_turn_fails_with_a_refund(
 ) -> None:
     clip = await intake(config, "audio", clip_files.sine(tmp_path / "riff.wav", 1.0), "debug")
     job = await queue(service, duration=2, audio=str(clip.path))
-    clip.path.unlink()
+    for copy in (clip.path, config.tracks_path / clip.path.name):  # swept, and from the store
+        copy.unlink()
     await BotWorker(service, {"debug": engine}, config).run_until_idle()
     failed = await service.get_job(job.id)
     assert failed.state is JobState.FAILED and "attach it again" in (failed.error or "")
