@@ -180,6 +180,7 @@ class App:
                     await frontend.stop()
                 except Exception:
                     log.exception("stopping the %s frontend failed", frontend.platform)
+        await self.service.apikeys.close()
         await self.db.close()
 
     async def health(self) -> Health:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot import eventloop
 from bot.config import Config, load_config
 from bot.core.errors import MusicBotError
 from bot.core.models import MusicRequest
@@ -175,18 +176,18 @@ def require_ffmpeg() -> None:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     require_ffmpeg()
-    return asyncio.run(_run(config))
+    return eventloop.run(config, _run(config))
 
 
 def cmd_worker(args: argparse.Namespace, config: Config) -> int:
     """``musicbot worker``: one of N rendering processes on the shared database and store."""
     require_ffmpeg()
-    return asyncio.run(_run(config, role="worker"))
+    return eventloop.run(config, _run(config, role="worker"))
 
 
 def cmd_frontends(args: argparse.Namespace, config: Config) -> int:
     """``musicbot frontends``: the chat side; renders nothing, so it needs no ffmpeg or torch."""
-    return asyncio.run(_run(config, role="frontends"))
+    return eventloop.run(config, _run(config, role="frontends"))
 
 
 async def _run(config: Config, role: Role = "run") -> int:
@@ -233,7 +234,7 @@ async def _run(config: Config, role: Role = "run") -> int:
 def cmd_api(args: argparse.Namespace, config: Config) -> int:
     """``musicbot api``: the HTTP API with the worker, no chat frontends (api.enabled or not)."""
     require_ffmpeg()
-    return asyncio.run(_api(dataclasses.replace(
+    return eventloop.run(config, _api(dataclasses.replace(
         config, api=dataclasses.replace(config.api, enabled=True))))
 
 
@@ -272,7 +273,7 @@ def _makes_music(command: str) -> bool:
 
 def cmd_console(args: argparse.Namespace, config: Config) -> int:
     require_ffmpeg()
-    return asyncio.run(_console(config, args.commands or [], args.user))
+    return eventloop.run(config, _console(config, args.commands or [], args.user))
 
 
 async def _console(config: Config, commands: list[str], user: str) -> int:

@@ -224,11 +224,16 @@ class GenerationConfig:
     """A job running at this many process deaths is failed and refunded (a poison job);
     after its first it runs alone, so it cannot take batch-mates down again."""
     poll_s: Annotated[Number, span(0.05, 10)] = 0.5
+    """Longest an idle worker waits before looking at the queue again (wake-ups are also
+    immediate when this process queues a job)."""
     default_takes: Annotated[Int, span(1, 4)] = 1
     """Takes (variations with seeds seed, seed+1, …) a request renders when ``takes`` is
     left out; at most :data:`bot.core.limits.TAKES` ``high``."""
-    """Longest an idle worker waits before looking at the queue again (wake-ups are also
-    immediate when this process queues a job)."""
+    finish_threads: Annotated[Int, span(0, 32, "must be 0 (automatic) to 32")] = 0
+    """Threads that finish rendered tracks (loudness, analysis, encoding, waveforms). 0 =
+    automatic: one per two CPU cores, at most 4. A whole batch ends at once; finishing it on
+    as many threads as the default pool has took the GIL from the event loop for 100-300 ms
+    on a 2-core box (docs/performance.md)."""
 
 
 @with_config(_SECTION)
@@ -311,6 +316,11 @@ class OpsConfig:
     """0 (the default) serves nothing: several musicbot processes may share a host
     (``run``, ``console``, ``generate``, workers), and only the one you monitor should
     listen. 9108 is the usual choice for ``musicbot run``."""
+    event_loop: Annotated[Text, rule(lambda k: k in ("auto", "uvloop", "asyncio"),
+                                      "must be auto, uvloop or asyncio")] = "auto"
+    """The event loop every process runs on: ``auto`` takes uvloop when it is installed (it
+    is, with the project's dependencies: about half the CPU per API request and chat event
+    of the standard loop), ``asyncio`` the standard library's."""
 
 
 @with_config(_SECTION)

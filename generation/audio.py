@@ -17,12 +17,14 @@ levelled by RMS dBFS instead, and its ``loudness_lufs`` is left unknown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
 import math
 import os
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -328,12 +330,22 @@ def warm_up_finishing(config: Config, sample_rate: int = 32000) -> None:
 
 
 async def store_track(
-    audio: Audio, job_id: int, fmt: str, upload_limit: int, config: Config, *, noise: bool = False
+    audio: Audio, job_id: int, fmt: str, upload_limit: int, config: Config, *,
+    noise: bool = False, executor: Executor | None = None,
 ) -> Track:
-    """:func:`make_track` in a thread (encoding is CPU-bound and would stall the loop)."""
-    return await asyncio.to_thread(
-        make_track, audio, job_id, fmt, upload_limit, config, noise=noise
-    )
+    """:func:`make_track` in a thread of ``executor`` (encoding is CPU-bound and would stall
+    the loop; the default: the loop's default pool)."""
+    return await asyncio.get_running_loop().run_in_executor(
+        executor, functools.partial(make_track, audio, job_id, fmt, upload_limit, config,
+                                    noise=noise))
+
+
+def finish_threads(config: Config) -> int:
+    """How many threads finish tracks (``generation.finish_threads``; 0: one per two CPU
+    cores, at most 4)."""
+    if config.generation.finish_threads:
+        return config.generation.finish_threads
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -33,7 +33,13 @@ from bot.core import faults
 from bot.core.errors import MusicBotError
 from bot.core.models import GenerationParams, Job, JobKind
 from bot.core.ports import WorkerPort
-from generation.audio import Audio, load_track, store_track, warm_up_finishing
+from generation.audio import (
+    Audio,
+    finish_threads,
+    load_track,
+    store_track,
+    warm_up_finishing,
+)
 from generation.batcher import ContinuousBatcher
 from generation.engine import Engine, GenerationRequest
 from generation.errors import (
@@ -102,6 +108,9 @@ class Worker:
         self._shutdown = asyncio.Event()
         self._changed = asyncio.Event()
         self._progress_tasks: set[asyncio.Task[None]] = set()
+        self._finishing: ThreadPoolExecutor | None = None
+        """Threads that finish rendered tracks: a few, not the loop's default pool (a whole
+        batch ends at once, and one thread per track took the GIL from the event loop)."""
         self.jobs_done = 0
         """Job attempts this worker ended (rendered, failed or cancelled; re-queues excluded)."""
         self.audio_seconds = 0.0
@@ -114,6 +123,8 @@ class Worker:
         if self._task is not None and not self._task.done():
             return
         self._shutdown.clear()
+        self._finishing = ThreadPoolExecutor(max_workers=finish_threads(self.config),
+                                             thread_name_prefix="finish")
         self._task = asyncio.create_task(self._run(), name="generation-worker")
         log.info("generation worker started")
 
@@ -128,6 +139,9 @@ class Worker:
             finally:
                 self._task = None
         await self._drain_running()
+        if self._finishing is not None:
+            await asyncio.to_thread(self._finishing.shutdown)
+            self._finishing = None
         for batcher in self._batchers.values():
             await asyncio.to_thread(batcher.close)
         self._batchers.clear()
@@ -423,7 +437,7 @@ class Worker:
         try:
             track = await store_track(audio, job.id, job.params.format,
                                       job.destination.upload_limit, self.config,
-                                      noise=engine.noise)
+                                      noise=engine.noise, executor=self._finishing)
         except TrackTooLarge as exc:
             await self._count(self.service.fail(job.id, exc.user_message, retryable=False))
             return

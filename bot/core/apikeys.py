@@ -13,8 +13,10 @@ webhooks of jobs made with it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -29,6 +31,8 @@ from bot.core.errors import InvalidRequest, MusicBotError, NotAuthorized
 from bot.core.models import Actor
 from bot.core.requests import number, validate_text, validate_user_id
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "mb_"
 MAX_KEYS_PER_MEMBER = 10
 """Live keys one member may hold: enough for scripts and builds, few enough to review."""
@@ -39,6 +43,10 @@ beside the bot) within this many seconds."""
 LAST_USED_GRANULARITY_S = 60.0
 """``last_used_at`` is written at most this often per key: a busy script must not take the
 database's one writer on every request."""
+LAST_USED_FLUSH_S = 1.0
+"""Uses are written this long after the first one, all keys in one transaction: a request
+never waits for that write (fifty scripts starting at once made fifty commits on the path
+of their first requests)."""
 
 
 class UnknownKey(MusicBotError):
@@ -96,6 +104,9 @@ class ApiKeys:
         self._clock = clock
         self._checked: dict[str, tuple[ApiKey, float]] = {}
         """hash of a key → (its row, when read): skips a database read per API request."""
+        self._used: dict[int, float] = {}
+        """key id → when it was used, not yet written (see :data:`LAST_USED_FLUSH_S`)."""
+        self._flusher: asyncio.Task[None] | None = None
 
     async def create(self, actor: Actor, label: object = "") -> NewKey:
         """A new key acting as ``actor``. Raises InvalidRequest (label, too many keys)."""
@@ -177,11 +188,39 @@ class ApiKeys:
         if key.revoked:
             raise UnknownKey()
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_GRANULARITY_S:
-            async with self.db.write() as conn:
-                await conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?",
-                                   (now, key.id))
+            self._note_use(key.id, now)
         self._checked[digest] = (key, now)
         return key
+
+    async def close(self) -> None:
+        """Write the uses not written yet (call before the database closes)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await self._write_uses()
+
+    def _note_use(self, key_id: int, now: float) -> None:
+        self._used[key_id] = now
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._write_uses_soon(), name="api-key-uses")
+
+    async def _write_uses_soon(self) -> None:
+        await asyncio.sleep(LAST_USED_FLUSH_S)
+        await self._write_uses()
+
+    async def _write_uses(self) -> None:
+        used, self._used = self._used, {}
+        if not used or not self.db.is_open:
+            return
+        try:
+            async with self.db.write() as conn:
+                for key_id, when in used.items():
+                    await conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+                                       (when, key_id))
+        except MusicBotError as exc:  # busy: the uses are a nicety, not worth a retry loop
+            log.warning("API key uses not recorded: %s", exc)
 
     async def webhook_secret(self, key_id: int) -> str | None:
         """The secret that signs webhooks of jobs made with key ``key_id``; None once the key

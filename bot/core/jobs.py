@@ -522,19 +522,20 @@ def queue_rows(rows: Iterable[Any]) -> QueueRows:
 
 
 def place_in(rows: QueueRows, job_id: int | None) -> Backlog:
-    """A job's :data:`Backlog` in a :func:`queue_snapshot`."""
-    queued: list[float] = []
-    place = 0
-    for part, row_id, duration in rows:
-        if part == 1 or place:
+    """A job's :data:`Backlog` in a :func:`queue_snapshot` (queued rows first, then running)."""
+    running: list[float] = []
+    for part, _, duration in reversed(rows):
+        if part != 1:
             break
-        queued.append(duration)
+        running.append(duration)
+    running.reverse()
+    queued = rows[:len(rows) - len(running)]
+    if job_id is None:
+        return 0, [duration for _, _, duration in queued], running
+    for place, (_, row_id, _) in enumerate(queued, start=1):
         if row_id == job_id:
-            place = len(queued)
-    if job_id is not None and not place:
-        queued = []
-    running = [duration for part, _, duration in rows if part == 1]
-    return place, queued, running
+            return place, [duration for _, _, duration in queued[:place]], running
+    return 0, [], running
 
 
 async def count(conn: aiosqlite.Connection, where: str, params: Sequence[object]) -> int:

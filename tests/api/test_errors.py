@@ -188,3 +188,17 @@ async def test_idempotent_retry_is_charged_once(idle_world: World) -> None:
     other = await idle_world.key_for(BOB)  # the same header on another key is another job
     async with idle_world.client(other, **{"Idempotency-Key": "build-42"}) as client:
         assert (await client.post("/v1/music/generate", json=GOOD)).json()["id"] not in ids
+
+
+async def test_a_keys_use_is_recorded_after_the_answer_not_before_it(
+    idle_world: World, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("bot.core.apikeys.LAST_USED_FLUSH_S", 0.05)
+    key = await idle_world.key_for(OLGA)
+    async with idle_world.client(key) as http:
+        assert (await http.get("/v1/balance")).status_code == 200
+    [before] = await idle_world.service.apikeys.list_keys(OLGA)
+    assert before.last_used_at is None  # the request did not wait for a write
+    await asyncio.sleep(0.3)
+    [after] = await idle_world.service.apikeys.list_keys(OLGA)
+    assert after.last_used_at is not None

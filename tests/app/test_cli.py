@@ -71,6 +71,7 @@ def test_generate_writes_the_requested_file(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("generation:\n  max_batch: [1,\n", "not valid YAML (line 3)"),
+        ("ops:\n  event_loop: tokio\n", "must be auto, uvloop or asyncio"),
         ("generation:\n  max_batchh: 2\n", "Configuration error at 'generation.max_batchh'"),
     ],
 )
@@ -81,6 +82,16 @@ def test_a_broken_config_is_one_clear_message(tmp_path: Path, text: str, expecte
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("choice", "loop"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_the_bot_runs_on_the_event_loop_its_config_names(tmp_path: Path, choice: str,
+                                                         loop: str) -> None:
+    (tmp_path / "config.yaml").write_text(
+        f"log_level: DEBUG\nmodels:\n  default: debug\nops:\n  event_loop: {choice}\n")
+    done = musicbot("console", "-c", "/balance", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"event loop: {loop}" in done.stdout + done.stderr
 
 
 def test_missing_ffmpeg_is_one_clear_message(tmp_path: Path) -> None:
@@ -214,3 +225,15 @@ def test_generate_refuses_bad_options_in_one_line(tmp_path: Path, args: tuple[st
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # no file, no database
+
+
+def test_naming_a_missing_event_loop_is_one_clear_message(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import eventloop
+    from bot.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    assert eventloop.loop_factory("auto") is None  # auto falls back to asyncio's loop
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        eventloop.loop_factory("uvloop")

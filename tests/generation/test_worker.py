@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -352,3 +353,42 @@ async def test_a_model_the_batcher_cannot_run_still_serves_members_one_at_a_time
     assert [(await service.get_job(j.id)).state for j in jobs] == [JobState.DONE] * 2
     assert set(frontend.delivered) == {j.id for j in jobs}
     await worker.stop()
+
+
+async def test_a_batch_that_ends_together_is_finished_on_few_threads(
+    service: MusicService, engine: Engine, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four tracks end in the same step; finishing them (analysis, encoding) takes one thread
+    here (``finish_threads: 1``), not one each: each would take the GIL from the event loop
+    that answers members."""
+    import generation.audio
+
+    at_once = 0
+    busy = 0
+    lock = threading.Lock()
+    real = generation.audio.make_track
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal at_once, busy
+        with lock:
+            busy += 1
+            at_once = max(at_once, busy)
+        try:
+            time.sleep(0.05)  # long enough for the others to pile up
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                busy -= 1
+
+    monkeypatch.setattr(generation.audio, "make_track", counted)
+    one = dataclasses.replace(config, generation=dataclasses.replace(
+        config.generation, finish_threads=1))
+    worker = Worker(service.settlement, {"debug": engine}, one)
+    jobs = [await queue(service, f"take {n}", duration=1) for n in range(4)]
+    await worker.start()
+    try:
+        for job in jobs:
+            await wait_for_state(service, job.id, JobState.RENDERED)
+    finally:
+        await worker.stop()
+    assert at_once == 1
