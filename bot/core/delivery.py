@@ -95,7 +95,10 @@ class Delivery:
             except Exception:
                 log.warning("delivery pass failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), timeout=poll)
+                # Not wait_for: on Python 3.11 it swallows a cancel that arrives as the event
+                # is set, and this loop then never ends (App.stop waited on it for ever).
+                async with asyncio.timeout(poll):
+                    await self._ready.wait()
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Polite stop: let uploads under way finish (up to ``grace_s``), then hand back

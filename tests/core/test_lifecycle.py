@@ -185,3 +185,21 @@ async def test_a_settle_given_up_leaves_the_job_to_recovery_not_running_for_good
         assert_books_balance(config.database_path)
     finally:
         await service.db.close()
+
+
+async def test_stopping_delivery_as_a_track_arrives_still_stops_it(
+    service: MusicService
+) -> None:
+    """The delivery loop is cancelled in the same instant its wake-up is set (another
+    process's track, a NOTIFY): it must stop anyway, or the bot's shutdown waits for ever
+    (asyncio.wait_for on Python 3.11 swallowed exactly that cancel)."""
+    task = asyncio.create_task(service.delivery.run_forever())
+    for _ in range(20):  # let it reach its wait, then race the wake-up and the cancel
+        await asyncio.sleep(0.01)
+        service.delivery._ready.set()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done, "the delivery loop did not stop when cancelled"
+        task = asyncio.create_task(service.delivery.run_forever())
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
