@@ -36,8 +36,9 @@ the GIL: the ledger's throughput was the number of thread hops per charge. The w
 waits inside SQLite either: its busy timeout is 0, so a lock held by another process is
 retried with ``asyncio.sleep`` (the loop keeps serving) until ``busy_timeout_ms``, and the
 WAL checkpoint (the one step that fsyncs) is taken off the loop by :class:`Checkpointer`.
-Write statements must therefore stay index-bound. Reads that walk many rows run on the loop
-too when they are bounded and shared (:meth:`Database.scan`), else on the reader.
+Write statements must therefore stay index-bound. A read that walks many rows runs on the
+loop too when it is bounded and shared (the queue walk, :mod:`bot.core.places`), else on the
+reader.
 """
 
 from __future__ import annotations
@@ -363,19 +364,6 @@ class Database:
         """The database server's clock (unix seconds), where it is another machine's:
         PostgreSQL. None for SQLite (same machine, same clock)."""
         return None
-
-    async def scan(self, sql: str, params: Any = ()) -> list[Any]:
-        """All rows of one query that walks many rows (the fair queue), on committed data.
-
-        On SQLite this runs on the loop's thread, like ``fetchall``: the walk of a queue 500
-        deep takes ~2 ms there, while on the reader's thread it took 60-90 ms whenever the
-        model was rendering — the sqlite3 module gives up and takes back the GIL at every
-        row, and each time waits behind the rendering threads (the HTTP API's accept
-        latency was that wait; docs/performance.md). The queue is bounded by
-        ``limits.max_queue`` and one walk answers every receipt waiting
-        (:class:`bot.core.places.QueuePlaces`).
-        """
-        return await self.fetchall(sql, params)
 
     def add_wakeup(self, event: asyncio.Event) -> None:
         """Set ``event`` when another process changes the queue (PostgreSQL NOTIFY).

@@ -4,10 +4,14 @@ A receipt shows the new job's place and ETA, which takes a walk over the whole f
 (:func:`bot.core.jobs.queue_snapshot`). Fifty members ordering at once made fifty walks, one
 behind the other on SQLite's reader connection (most of the HTTP API's accept latency under
 load), and on PostgreSQL one query per charge (the database's largest cost per charge).
-:class:`QueuePlaces` runs one walk at a time (:meth:`bot.core.db.Database.scan`: ~2 ms on
-SQLite's loop thread at a depth of 500, one PostgreSQL query); every request that asks
-meanwhile is answered by the next walk (each walk starts after the asking job committed, so
-every waiter's job is in it).
+:class:`QueuePlaces` runs one walk at a time (one PostgreSQL query; on SQLite ~2 ms on the
+loop's thread at a depth of 500); every request that asks meanwhile is answered by the next
+walk (each walk starts after the asking job committed, so every waiter's job is in it).
+
+Why on SQLite's loop thread and not its reader thread: the sqlite3 module gives up and takes
+back the GIL at every row, and while the model renders each of those waits behind the
+rendering threads — the same walk took 60-90 ms there (the HTTP API's accept latency was
+that wait; docs/performance.md). The queue is bounded by ``limits.max_queue``.
 The same shape as a group commit, for a read. Measured in docs/performance.md.
 """
 
@@ -39,7 +43,7 @@ class QueuePlaces:
         while self._waiting:
             waiting, self._waiting = self._waiting, {}
             try:
-                rows = jobs.queue_rows(await self.db.scan(jobs.QUEUE_SNAPSHOT))
+                rows = jobs.queue_rows(await self.db.fetchall(jobs.QUEUE_SNAPSHOT))
             except Exception as exc:  # each waiting request fails as its own read would
                 for answers in waiting.values():
                     for answer in answers:
