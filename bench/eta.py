@@ -19,7 +19,6 @@ from pathlib import Path
 
 from bench.common import MEMBER, TimingFrontend, bench_config, open_service
 from bench.throughput import MODEL_KEY, build_model
-from bot.core import jobs as job_rows
 from bot.core.models import Destination, JobState, MusicRequest
 from generation.engine import Engine
 from generation.worker import Worker
@@ -52,9 +51,7 @@ async def run(jobs: int, model: str, slots: int,
             # What /queue shows once every job is in: the same estimate, knowing the batch.
             known = {}
             for job_id, _, _ in rows:
-                async with service.db.reader_snapshot() as conn:
-                    _, ahead, busy = await job_rows.backlog(conn, job_id)
-                known[job_id] = service.speed.eta(ahead, busy)
+                _, known[job_id] = await service.places.place(job_id)
             started = time.perf_counter()
             await worker.start()
             done: dict[int, float] = {}

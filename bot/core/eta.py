@@ -12,7 +12,7 @@ between measured ones (the worker's warm-up measures one job alone and a full ba
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 EMA_WEIGHT = 0.3
@@ -58,28 +58,58 @@ class SpeedEstimator:
 
     def eta(self, queued: Sequence[float], running: Sequence[float] = ()) -> float | None:
         """Seconds until the last of ``queued`` (audio seconds, in queue order) is made, with
-        ``running`` jobs (their full lengths; counted as half done) already in slots.
+        ``running`` jobs (their full lengths; counted as half done) already in slots."""
+        return self.etas(queued, running, [len(queued)])[len(queued)]
+
+    def etas(self, queued: Sequence[float], running: Sequence[float],
+             places: Iterable[int]) -> dict[int, float | None]:
+        """:meth:`eta` of ``queued[:place]`` for every one of ``places`` (1-based; 0: none
+        queued, the time until the running jobs end), in one pass over the queue: one queue
+        walk answers every receipt waiting for it (:mod:`bot.core.places`).
 
         While jobs still wait, every slot is busy, so all advance at the full batch's rate
         and a slot frees when its job ends: that part is k servers taking jobs in order, a
         heap of end times (O(n log k); the step-by-step replay was O(n²) and made every
         receipt at a queue depth of 500 cost milliseconds of the event loop). The jobs left
-        once the last one has a slot are replayed step by step: the batch shrinks as they
-        end, and its rate changes with it.
+        once a target has its slot are replayed step by step: the batch shrinks as they end,
+        and its rate changes with it.
         """
+        wanted = sorted(set(places))
         if not self._rates:
-            return None
+            return dict.fromkeys(wanted)
+        found: dict[int, float | None] = {}
         active = [[length / 2, False] for length in running]
-        waiting = [[length, i == len(queued) - 1] for i, length in enumerate(queued)]
+        if wanted and wanted[0] <= 0:
+            found[wanted.pop(0)] = self._until_target([[left, False] for left, _ in active])
         clock = 0.0
-        while waiting and len(active) >= self.slots:  # more running than slots (other
-            elapsed, active, _ = self._step(active)   # workers' jobs): none joins yet
+        while wanted and len(active) >= self.slots:  # more running than slots (other
+            elapsed, active, _ = self._step(active)  # workers' jobs): none joins yet
             clock += elapsed
         free = self.slots - len(active)
-        active += waiting[:free]
-        if waiting[free:]:
-            elapsed, active = self._full_batch(active, [length for length, _ in waiting[free:]])
-            clock += elapsed
+        for place in [place for place in wanted if place <= free]:  # a slot at once
+            batch = [[left, False] for left, _ in active]
+            batch += [[length, False] for length in queued[:place - 1]]
+            found[place] = clock + self._until_target([*batch, [queued[place - 1], True]])
+        later = [place for place in wanted if place > free]
+        if later:
+            rate = self.rate(self.slots) or 1.0
+            ends = sorted([left * rate for left, _ in active]  # a sorted list is a heap
+                          + [length * rate for length in queued[:free]])
+            joined = free  # queued[:joined] have had their slots
+            for place in later:
+                for length in queued[joined:place - 1]:  # the first to end frees a slot
+                    heapq.heapreplace(ends, ends[0] + length * rate)
+                joined = place - 1
+                left = list(ends)
+                start = heapq.heappop(left)  # ...and the target takes the next one
+                batch = [[(end - start) / rate, False] for end in left]
+                found[place] = clock + start + self._until_target(
+                    [*batch, [queued[place - 1], True]])
+        return found
+
+    def _until_target(self, active: list[list[Any]]) -> float:
+        """Wall seconds until the target among ``active`` ends (or all do, if none is it)."""
+        clock = 0.0
         while active:
             elapsed, active, target_done = self._step(active)
             clock += elapsed
@@ -97,19 +127,6 @@ class SpeedEstimator:
         ended = [job for job in active if job[0] <= 1e-9]
         return (step * rate, [job for job in active if job[0] > 1e-9],
                 any(target for _, target in ended))
-
-    def _full_batch(self, active: list[list[Any]],
-                    waiting: list[float]) -> tuple[float, list[list[Any]]]:
-        """Run the full batch until the last of ``waiting`` (the target) has a slot: (the
-        wall seconds until then, the jobs in slots with the audio seconds each has left).
-        Every slot is busy meanwhile, so all advance at one rate and a slot frees when its
-        job ends: k servers taking jobs in order, a heap of end times."""
-        rate = self.rate(self.slots) or 1.0
-        ends = sorted(left * rate for left, _ in active)  # a sorted list is a heap
-        for length in waiting[:-1]:
-            heapq.heapreplace(ends, ends[0] + length * rate)  # the first to end frees a slot
-        clock = heapq.heappop(ends)  # ...and the last one, the target, takes it
-        return clock, [[(end - clock) / rate, False] for end in ends] + [[waiting[-1], True]]
 
     def eta_running(self, remaining_audio_seconds: float) -> float | None:
         """Seconds until a running job with this much audio left is made."""

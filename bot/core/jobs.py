@@ -488,15 +488,13 @@ async def position(conn: aiosqlite.Connection, job_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-Backlog = tuple[int, list[float], list[float]]
-"""(a job's 1-based place, 0 if not queued; the lengths of the queued jobs up to and
-including it in fair order, or of the whole queue; the lengths of the running jobs)."""
+Backlog = tuple[list[float], list[float]]
+"""(the lengths of the queued jobs in fair order, the lengths of the running jobs)."""
 
 
-async def backlog(conn: aiosqlite.Connection, job_id: int | None = None) -> Backlog:
-    """What stands before a job, for its ETA (see :data:`Backlog`; the whole queue when
-    ``job_id`` is None)."""
-    return place_in(await queue_snapshot(conn), job_id)
+async def backlog(conn: aiosqlite.Connection) -> Backlog:
+    """What the queue holds, for ETAs (see :data:`Backlog`)."""
+    return queue_lengths(await queue_snapshot(conn))
 
 
 QueueRows = list[tuple[int, int, float]]
@@ -521,21 +519,10 @@ def queue_rows(rows: Iterable[Any]) -> QueueRows:
     return [(int(row[0]), int(row[1]), float(row[2])) for row in rows]
 
 
-def place_in(rows: QueueRows, job_id: int | None) -> Backlog:
-    """A job's :data:`Backlog` in a :func:`queue_snapshot` (queued rows first, then running)."""
-    running: list[float] = []
-    for part, _, duration in reversed(rows):
-        if part != 1:
-            break
-        running.append(duration)
-    running.reverse()
-    queued = rows[:len(rows) - len(running)]
-    if job_id is None:
-        return 0, [duration for _, _, duration in queued], running
-    for place, (_, row_id, _) in enumerate(queued, start=1):
-        if row_id == job_id:
-            return place, [duration for _, _, duration in queued[:place]], running
-    return 0, [], running
+def queue_lengths(rows: QueueRows) -> Backlog:
+    """The :data:`Backlog` in a :func:`queue_snapshot`."""
+    return ([length for part, _, length in rows if part == 0],
+            [length for part, _, length in rows if part == 1])
 
 
 async def count(conn: aiosqlite.Connection, where: str, params: Sequence[object]) -> int:

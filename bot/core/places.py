@@ -12,28 +12,38 @@ Why on SQLite's loop thread and not its reader thread: the sqlite3 module gives 
 back the GIL at every row, and while the model renders each of those waits behind the
 rendering threads — the same walk took 60-90 ms there (the HTTP API's accept latency was
 that wait; docs/performance.md). The queue is bounded by ``limits.max_queue``.
-The same shape as a group commit, for a read. Measured in docs/performance.md.
+The same shape as a group commit, for a read. Each walk also computes every waiting job's
+ETA in one pass (:meth:`bot.core.eta.SpeedEstimator.etas`): a receipt's own walk and replay
+of the jobs ahead of it cost O(depth) each, a third of an accept's CPU at a depth of 500.
+Measured in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from bot.core import jobs
 from bot.core.db import Database
+from bot.core.eta import SpeedEstimator
+
+Spot = tuple[int, float | None]
+"""A committed job's 1-based place in the queue (0: not waiting any more) and the seconds
+until it is made (None: no speed measured yet)."""
 
 
 class QueuePlaces:
-    """:meth:`place` = :func:`bot.core.jobs.backlog` of a committed job, scans shared."""
+    """:meth:`place`: a committed job's :data:`Spot`, queue walks shared."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, speed: SpeedEstimator) -> None:
         self.db = db
-        self._waiting: dict[int, list[asyncio.Future[jobs.Backlog]]] = {}
+        self.speed = speed
+        self._waiting: dict[int, list[asyncio.Future[Spot]]] = {}
         self._scanner: asyncio.Task[None] | None = None
 
-    async def place(self, job_id: int) -> jobs.Backlog:
-        """The job's place, the lengths ahead of it and the running jobs' lengths."""
-        answer: asyncio.Future[jobs.Backlog] = asyncio.get_running_loop().create_future()
+    async def place(self, job_id: int) -> Spot:
+        """The job's place in the fair queue and its ETA."""
+        answer: asyncio.Future[Spot] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, []).append(answer)
         if self._scanner is None or self._scanner.done():
             self._scanner = asyncio.create_task(self._scan_while_asked(), name="queue-places")
@@ -50,8 +60,17 @@ class QueuePlaces:
                         if not answer.done():
                             answer.set_exception(exc)
                 continue
+            spots = self._spots(rows, waiting)
             for job_id, answers in waiting.items():
-                result = jobs.place_in(rows, job_id)
                 for answer in answers:
                     if not answer.done():  # a request cancelled meanwhile
-                        answer.set_result(result)
+                        answer.set_result(spots[job_id])
+
+    def _spots(self, rows: jobs.QueueRows, job_ids: Iterable[int]) -> dict[int, Spot]:
+        queued, running = jobs.queue_lengths(rows)
+        # queued rows come first in a snapshot, so a row's number is its place
+        place_of = {job_id: place for place, (part, job_id, _) in enumerate(rows, start=1)
+                    if part == 0}
+        places = {job_id: place_of.get(job_id, 0) for job_id in job_ids}
+        etas = self.speed.etas(queued, running, places.values())
+        return {job_id: (place, etas[place]) for job_id, place in places.items()}

@@ -119,7 +119,7 @@ class MusicService:
         self.leases = LeaseKeeper(db, self.owner, lease_s=config.generation.lease_s,
                                   on_renewed=self.settlement.leases_renewed, clock=clock,
                                   held=self.settlement.held_jobs)
-        self.places = QueuePlaces(db)
+        self.places = QueuePlaces(db, self.speed)
         """New jobs' queue places for receipts (one queue walk for every waiting request)."""
         self.apikeys = ApiKeys(config, db, clock=clock)
         """The members' HTTP API keys (:mod:`bot.core.apikeys`)."""
@@ -290,7 +290,7 @@ class MusicService:
             places = [(job, await jobs.position(conn, job.id)) for job in mine]
             queued = await jobs.count(conn, "state = 'queued'", ())
             running = await jobs.count(conn, "state = 'running'", ())
-            _, waiting, busy = await jobs.backlog(conn)
+            waiting, busy = await jobs.backlog(conn)
         return QueueInfo(places, queued, running, self.speed.eta(waiting, busy))
 
     async def get_job(self, job_id: object) -> Job:
@@ -397,8 +397,8 @@ class MusicService:
                   cancel_requested=False, created_at=now, started_at=None, finished_at=None,
                   track_path=None)
         self._queued(job)
-        place, ahead, busy = await self.places.place(job_id)  # after the commit: see places
-        return Receipt(job, cost, balance, place, self.speed.eta(ahead, busy))
+        place, eta = await self.places.place(job_id)  # after the commit: see places
+        return Receipt(job, cost, balance, place, eta)
 
     async def _store_clips(self, group: list[GenerationParams]) -> None:
         """Put the members' clips (audio prompts, melodies) where a worker on another machine
@@ -453,9 +453,9 @@ class MusicService:
             for job_id, params, cost, job_key in zip(ids, group, costs,
                                                      member_keys(key, len(group)), strict=True))
         self._queued(*made)
-        (place, _, busy), (_, ahead, _) = await asyncio.gather(
+        (place, _), (_, eta) = await asyncio.gather(
             self.places.place(ids[0]), self.places.place(ids[-1]))  # one queue walk
-        return Receipt(made[0], sum(costs), balance, place, self.speed.eta(ahead, busy),
+        return Receipt(made[0], sum(costs), balance, place, eta,
                        group=made)
 
     async def _cancel_group(self, actor: Actor, job: Job) -> Job:
@@ -532,7 +532,7 @@ class MusicService:
                                f"(limit {limits.max_queued_per_user}). Wait for one to finish "
                                "or cancel one.")
         if queued + adding > limits.max_queue:
-            _, waiting, busy = await jobs.backlog(conn)
+            waiting, busy = await jobs.backlog(conn)
             raise LimitReached("max_queue", "The queue is full right now.",
                                retry_after_s=self.speed.eta(waiting[:1], busy))
         if recent >= window.count:

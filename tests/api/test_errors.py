@@ -35,6 +35,12 @@ async def test_missing_bad_and_revoked_keys_are_401(idle_world: World) -> None:
             assert response.headers["www-authenticate"] == "Bearer"
     async with world.client(None, **{"X-API-Key": key}) as client:
         assert (await client.get("/v1/balance")).status_code == 200
+    # another Authorization scheme (a proxy's Basic auth) leaves the X-API-Key header to count
+    async with world.client(None, Authorization="Basic dXNlcjpwdw==", **{"X-API-Key": key}) \
+            as client:
+        assert (await client.get("/v1/balance")).status_code == 200
+    async with world.client(None, Authorization=f"bearer   {key}") as client:
+        assert (await client.get("/v1/balance")).status_code == 200
     result = await world.console.execute("/apikey list")  # the operator's own: none
     assert "No API keys" in result.text
     await world.service.apikeys.revoke(OLGA, member=OLGA.user)

@@ -30,6 +30,13 @@ async def test_openapi_shows_the_limits_and_docs_are_served(idle_world: World) -
     assert {"/v1/music/generate", "/v1/music/{track_id}/download", "/v1/admin/ledger"} <= set(
         schema["paths"])
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    # Swagger's "Authorize" button: both ways to send a key, on every /v1 operation only
+    assert set(schema["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            expected = [{"HTTPBearer": []}, {"APIKeyHeader": []}] if path.startswith(
+                "/v1/") else None
+            assert operation.get("security") == expected, path
 
 
 @pytest.mark.slow

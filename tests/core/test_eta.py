@@ -53,6 +53,24 @@ def test_the_eta_is_the_replay_of_the_queue(seed: int) -> None:
             replayed(estimator, queued, running), rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_one_pass_gives_every_waiting_receipt_its_own_eta(seed: int) -> None:
+    """One queue walk answers many receipts: each gets what its own replay gives."""
+    rng = random.Random(100 + seed)
+    for _ in range(120):
+        slots = rng.randint(1, 8)
+        estimator = measured(rng, slots)
+        queued = [rng.choice([1.0, 2.0, 5.0, 30.0, rng.uniform(1, 60)])
+                  for _ in range(rng.randint(1, 40))]
+        running = [rng.choice([1.0, 5.0, 10.0, 30.0]) for _ in range(rng.randint(0, slots + 2))]
+        places = rng.sample(range(len(queued) + 1), rng.randint(1, len(queued) + 1))
+        etas = estimator.etas(queued, running, places)
+        assert set(etas) == set(places)
+        for place in places:
+            assert etas[place] == pytest.approx(
+                replayed(estimator, queued[:place], running), rel=1e-9, abs=1e-9), place
+
+
 def test_a_deep_queue_gets_the_same_eta() -> None:
     rng = random.Random(7)
     estimator = measured(rng, 8)
@@ -63,3 +81,4 @@ def test_a_deep_queue_gets_the_same_eta() -> None:
 
 def test_no_measured_speed_means_no_guess() -> None:
     assert SpeedEstimator(4).eta([5.0, 10.0]) is None
+    assert SpeedEstimator(4).etas([5.0, 10.0], [], [1, 2]) == {1: None, 2: None}

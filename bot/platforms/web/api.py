@@ -79,12 +79,11 @@ def build_router(config: Config) -> APIRouter:
         values = body.model_dump()  # type: ignore[attr-defined]
         webhook = values.pop("webhook_url")
         music = MusicRequest(format=values.pop("output_format"), **values)
-        wanted = validate_request(context.config, music)  # the core's word, before charging
         destination = await _destination(me, webhook, context.config)
         key = _idempotency(me, "generate", idempotency_key)
         receipt = await context.service.request_music(me.actor, music, destination, key)
-        if receipt.duplicate and not (
-                _same_request(receipt.job, wanted, webhook)
+        if receipt.duplicate and not (  # (the core validated `music`: it passes again here)
+                _same_request(receipt.job, validate_request(context.config, music), webhook)
                 and len(receipt.group or (receipt.job,)) == validate_takes(
                     context.config, music.takes)):
             raise _conflict()

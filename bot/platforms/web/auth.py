@@ -8,15 +8,17 @@ must not starve other members of the database's reader.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from bot.core.apikeys import ApiKey, UnknownKey
 from bot.core.models import AccountKey, Actor
-from bot.platforms.web.context import WebContext, web_context
+from bot.platforms.web.context import WebContext
 from bot.platforms.web.errors import ApiError, retry_after
 
 REQUESTS_PER_S = 20.0
@@ -24,8 +26,16 @@ REQUESTS_PER_S = 20.0
 BURST = 60.0
 """Requests a key may make at once before the per-second budget applies."""
 
-_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer mb_…")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key")
+BEARER_SCHEME = "HTTPBearer"
+HEADER_SCHEME = "APIKeyHeader"
+KEY_HEADER = "X-API-Key"
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    BEARER_SCHEME: {"type": "http", "scheme": "bearer",
+                    "description": "Authorization: Bearer mb_…"},
+    HEADER_SCHEME: {"type": "apiKey", "in": "header", "name": KEY_HEADER,
+                    "description": "The same key"},
+}
+"""The two ways to send a key, as OpenAPI names them (either one will do)."""
 
 
 @dataclass(frozen=True)
@@ -56,20 +66,21 @@ class KeyBudget:
         return None
 
 
-async def caller(
-    request: Request,
-    context: Annotated[WebContext, Depends(web_context)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-    header: Annotated[str | None, Security(_header)] = None,
-) -> Caller:
-    """FastAPI dependency: the calling member, or 401 / 429."""
-    raw = bearer.credentials if bearer is not None else header
+async def caller(request: Request) -> Caller:
+    """FastAPI dependency: the calling member, or 401 / 429.
+
+    It reads the two headers itself, with no sub-dependencies: FastAPI solves each
+    dependency of each request anew, and the ``HTTPBearer``/``APIKeyHeader`` helpers plus the
+    context made a sixth of an accept's CPU (docs/performance.md).
+    :func:`document_keys` names the headers in the OpenAPI document instead."""
+    raw = presented_key(request.headers)
     if not raw:
         raise ApiError(401, "missing_api_key", "Send your API key as 'Authorization: Bearer "
                        "<key>' (get one with /apikey create).",
                        headers={"WWW-Authenticate": "Bearer"})
+    context: WebContext = request.app.state.web
     try:
-        key = await context.service.apikeys.authenticate(raw.strip())
+        key = await context.service.apikeys.authenticate(raw)
     except UnknownKey as exc:
         raise ApiError(401, "invalid_api_key", exc.user_message,
                        headers={"WWW-Authenticate": "Bearer"}) from None
@@ -82,3 +93,34 @@ async def caller(
                   display_name=key.label)
     account = context.service.account_key(key.platform, key.community, key.user)
     return Caller(key, actor, account)
+
+
+def presented_key(headers: Mapping[str, str]) -> str:
+    """The key a request sends: ``Authorization: Bearer <key>``, else ``X-API-Key``; "" if
+    neither (another ``Authorization`` scheme counts as none, as in FastAPI's helpers)."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return headers.get(KEY_HEADER, "").strip()
+
+
+def document_keys(app: FastAPI, routes: Iterable[BaseRoute]) -> None:
+    """Declare the key headers in ``app``'s OpenAPI document on those of ``routes`` (a
+    router's, as included in ``app``) that depend on :func:`caller`: what
+    ``Security(HTTPBearer())`` parameters would have declared."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        for route in routes:
+            if isinstance(route, APIRoute) and any(
+                    dependency.call is caller for dependency in route.dependant.dependencies):
+                for method in route.methods or ():
+                    schema["paths"][route.path_format][method.lower()]["security"] = [
+                        {BEARER_SCHEME: []}, {HEADER_SCHEME: []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

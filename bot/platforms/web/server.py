@@ -23,7 +23,7 @@ from bot.config import Config
 from bot.core.models import EventKind, Job, JobEvent, Track
 from bot.core.service import MusicService
 from bot.platforms.web import api, errors, pages
-from bot.platforms.web.auth import KeyBudget
+from bot.platforms.web.auth import KeyBudget, document_keys
 from bot.platforms.web.context import Progress, WebContext
 from bot.platforms.web.warmup import warm_up
 from bot.platforms.web.webhooks import WebhookSender, completion_hook
@@ -40,8 +40,10 @@ def create_app(context: WebContext) -> FastAPI:
     app.state.web = context
     app.state.key_budget = KeyBudget()
     errors.install(app)
-    app.include_router(api.build_router(context.config))
+    v1 = api.build_router(context.config)
+    app.include_router(v1)
     app.include_router(pages.router)
+    document_keys(app, v1.routes)
     return app
 
 
