@@ -281,6 +281,8 @@ class Worker:
         if self.stems is None or self._running_of(self.stems.batch_key):
             return 0
         key = self.stems.batch_key
+        if not await self.service.has_queued(only=key):
+            return 0  # the usual case: a read, not a claim ranking the queue at every fill
         jobs = await self.service.claim(1, self.platforms, batch_key=key, alone=True)
         for job in jobs:
             self._running[job.id] = asyncio.create_task(self._run_stems(job), name=key)

@@ -51,8 +51,8 @@ class WorkerPort(Protocol):
         """Lease up to ``max_batch`` queued jobs of one batch key (model) to this process;
         ``alone``: the caller runs nothing else of that key (a suspect job may start)."""
 
-    async def has_queued(self, exclude: Collection[str] = ()) -> bool:
-        """Cheap read: is any job queued (of a batch key not in ``exclude``)?"""
+    async def has_queued(self, exclude: Collection[str] = (), only: str | None = None) -> bool:
+        """Cheap read: is any job queued (of a batch key not in ``exclude``; of ``only``)?"""
 
     async def report_progress(self, job: Job, fraction: float) -> None: ...
 

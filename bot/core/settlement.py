@@ -80,13 +80,16 @@ class Settlement:
             self._notifier.emit(JobEvent(EventKind.STARTED, job))
         return claimed
 
-    async def has_queued(self, exclude: Collection[str] = ()) -> bool:
+    async def has_queued(self, exclude: Collection[str] = (), only: str | None = None) -> bool:
         """Cheap read for the worker's poll: is anything queued (of a batch key not in
-        ``exclude``)? It takes no write lock, so an idle or busy poll stays cheap."""
+        ``exclude``; of batch key ``only``)? It takes no write lock and computes no fair
+        order, so an idle or busy poll stays cheap (a claim ranks the whole queue)."""
         marks = ",".join("?" * len(exclude))
         other = f" AND batch_key NOT IN ({marks})" if exclude else ""
+        other += " AND batch_key = ?" if only is not None else ""
         row = await self.db.fetchone(
-            f"SELECT 1 FROM jobs WHERE state = 'queued'{other} LIMIT 1", tuple(exclude))
+            f"SELECT 1 FROM jobs WHERE state = 'queued'{other} LIMIT 1",
+            (*exclude, *(() if only is None else (only,))))
         return row is not None
 
     # ------------------------------------------------------------------ during generation
