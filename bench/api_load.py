@@ -4,8 +4,9 @@ Starts the App as ``musicbot api`` does (SQLite file, debug model, worker render
 on a free loopback port), makes ``--keys`` members each with a key, then a separate process
 (so the client's CPU is not the server's event loop) sends ``--requests`` generate requests
 per key, all keys at once (each key's connection is opened, and used once for its balance,
-before the clock starts). Prints p50/p99/max accept latency (request sent → 202 read) and
-the ledger check: no negative balance, every balance equals the sum of its ledger lines, and
+before the clock starts). Prints p50/p99/max accept latency (request sent → 202 read), the
+server's event loop CPU per request (steadier than latency on a shared machine) and the
+ledger check: no negative balance, every balance equals the sum of its ledger lines, and
 one charge per accepted job. Goal: p99 ≤ 100 ms.
 
 Usage: ``python -m bench.api_load [--keys 50] [--requests 10] [--rate R] [--no-worker]
