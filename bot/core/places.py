@@ -14,7 +14,7 @@ rendering threads — the same walk took 60-90 ms there (the HTTP API's accept l
 that wait; docs/performance.md). The queue is bounded by ``limits.max_queue``.
 The same shape as a group commit, for a read. Each walk also computes every waiting job's
 ETA in one pass (:meth:`bot.core.eta.SpeedEstimator.etas`): a receipt's own walk and replay
-of the jobs ahead of it cost O(depth) each, a third of an accept's CPU at a depth of 500.
+of the jobs ahead of it cost O(depth) each, a quarter of an accept's CPU at a depth of 500.
 Measured in docs/performance.md.
 """
 
